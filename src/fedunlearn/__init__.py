@@ -1,0 +1,3 @@
+"""fedunlearn: federated fine-tuning and federated unlearning of LLMs."""
+
+__version__ = "0.1.0"

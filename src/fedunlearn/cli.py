@@ -1,0 +1,117 @@
+"""The ``fedunlearn`` command: ``train``, ``eval`` and ``run``, each a Hydra application.
+
+Every command takes Hydra's flags (``--help``, ``--cfg job``, ``-m``) and
+OpenUnlearning-style overrides, e.g.
+``fedunlearn train --config-name=unlearn.yaml experiment=unlearn/tofu/default task_name=test``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from fedunlearn.federated.server import ResumeError
+
+log = logging.getLogger("fedunlearn")
+
+USAGE = """usage: fedunlearn {train,eval,run} [HYDRA OVERRIDES] [--help] [--cfg job] [-m]
+
+commands:
+  train   federated fine-tuning (--config-name=train-lora.yaml) or unlearning (--config-name=unlearn.yaml)
+  eval    TOFU evaluation of a saved model
+  run     the whole flow: fine-tune, retain reference, unlearn, evaluate, print the table
+
+Run 'fedunlearn COMMAND --help' for the settings of a command."""
+
+# Errors that a user's settings or files cause: reported in one line, without a traceback.
+USER_ERRORS = (ValueError, KeyError, OSError, ResumeError)
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """Return the run's output folder; in a multirun each job gets a subfolder named by its overrides."""
+    path = Path(cfg.paths.output_dir)
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        path = path / (hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}")
+    return path
+
+
+def _execute(cfg: DictConfig, work) -> None:
+    path = output_dir(cfg)
+    existed = path.exists()
+    try:
+        work(cfg, path)
+    except USER_ERRORS as err:
+        # Keep a folder that holds a resumable checkpoint; drop one this run created and left empty-handed.
+        if not existed and not any(path.glob("**/checkpoint.json")):
+            shutil.rmtree(path, ignore_errors=True)
+        log.debug("details", exc_info=True)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _train(cfg: DictConfig, path: Path) -> None:
+    from fedunlearn.trainers import TRAINERS
+
+    handler = cfg.trainer.get("handler")
+    if handler not in TRAINERS:
+        raise ValueError(f"unknown trainer {handler!r}: choose one of {sorted(TRAINERS)} (trainer=NAME)")
+    TRAINERS[handler](cfg, path)
+
+
+def _eval(cfg: DictConfig, path: Path) -> None:
+    from fedunlearn.trainers.evaluate import tofu_eval
+
+    tofu_eval(cfg, path)
+
+
+def _run(cfg: DictConfig, path: Path) -> None:
+    from fedunlearn.pipeline import results_table, run_pipeline
+
+    summaries = run_pipeline(cfg, path)
+    print()
+    print(results_table(summaries))
+    print(f"\nResults: {path / 'results.md'}")
+
+
+@hydra.main(config_path="configs", config_name="train", version_base=None)
+def train_main(cfg: DictConfig) -> None:
+    _execute(cfg, _train)
+
+
+@hydra.main(config_path="configs", config_name="eval", version_base=None)
+def eval_main(cfg: DictConfig) -> None:
+    _execute(cfg, _eval)
+
+
+@hydra.main(config_path="configs", config_name="run", version_base=None)
+def run_main(cfg: DictConfig) -> None:
+    _execute(cfg, _run)
+
+
+COMMANDS = {"train": train_main, "eval": eval_main, "run": run_main}
+
+
+def main() -> None:
+    """Dispatch ``fedunlearn COMMAND ...`` to that command's Hydra application."""
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print(USAGE)
+        raise SystemExit(0 if len(sys.argv) >= 2 else 2)
+    command = sys.argv[1]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}: choose one of {sorted(COMMANDS)}\n\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
+    sys.argv = [f"fedunlearn {command}"] + sys.argv[2:]
+    COMMANDS[command]()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation: answer scoring, greedy generation, TOFU metrics and the TOFU evaluator."""

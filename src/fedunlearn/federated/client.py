@@ -1,0 +1,153 @@
+"""One client's local training: the inner loop of a federated round.
+
+The loop is written out instead of using ``transformers.Trainer`` because it
+runs once per client per round on a model shared by all clients, and because
+federated algorithms change its innards (the FedProx proximal term here, control
+variates later). It takes the Trainer's argument names so configs read the same.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from transformers import get_scheduler
+
+from fedunlearn.data.collator import pad_batch
+
+
+@dataclass
+class TrainingArgs:
+    """Local training settings, named as in ``transformers.TrainingArguments``."""
+
+    learning_rate: float = 1e-4
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    num_train_epochs: float = 1.0
+    max_steps: int = -1  # optimizer steps per round; overrides num_train_epochs when > 0
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    warmup_steps: int = 0
+    lr_scheduler_type: str = "constant"
+    max_grad_norm: float = 1.0
+    bf16: bool = False
+    seed: int = 0
+    optim: str = "adamw_torch"
+
+    @classmethod
+    def from_config(cls, args: Mapping[str, Any] | None) -> TrainingArgs:
+        """Build from a config mapping; keys this loop does not use are ignored."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in dict(args or {}).items() if k in known}
+        result = cls(**values)
+        if result.optim != "adamw_torch":
+            raise ValueError(f"unsupported trainer.args.optim {result.optim!r}: only 'adamw_torch' is implemented")
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+            if getattr(result, name) < 1:
+                raise ValueError(f"trainer.args.{name} must be >= 1, got {getattr(result, name)}")
+        if result.max_steps <= 0 and result.num_train_epochs <= 0:
+            raise ValueError("set trainer.args.num_train_epochs > 0 or trainer.args.max_steps > 0")
+        return result
+
+
+def batch_loader(
+    streams: Mapping[str, list[dict]], anchor: str, batch_size: int, total: int, generator: torch.Generator, pad_token_id: int
+):
+    """Yield ``total`` dict batches ``{stream: padded batch}``, reshuffling the anchor stream each pass.
+
+    Each anchor batch is paired with a batch drawn at random (with replacement)
+    from every other stream, as OpenUnlearning pairs forget and retain examples.
+    """
+    anchor_examples = streams[anchor]
+    emitted = 0
+    while emitted < total:
+        order = torch.randperm(len(anchor_examples), generator=generator).tolist()
+        for start in range(0, len(order), batch_size):
+            if emitted == total:
+                return
+            batch = {anchor: pad_batch([anchor_examples[i] for i in order[start : start + batch_size]], pad_token_id)}
+            for name, examples in streams.items():
+                if name != anchor:
+                    picks = torch.randint(len(examples), (min(batch_size, len(examples)),), generator=generator).tolist()
+                    batch[name] = pad_batch([examples[i] for i in picks], pad_token_id)
+            emitted += 1
+            yield batch
+
+
+def train_locally(
+    model: torch.nn.Module,
+    streams: Mapping[str, list[dict]],
+    anchor: str,
+    objective,
+    args: TrainingArgs,
+    *,
+    seed: int,
+    pad_token_id: int,
+    proximal_mu: float = 0.0,
+    progress=None,
+) -> dict[str, float]:
+    """Train the model's trainable parameters in place and return loss metrics.
+
+    ``objective.compute_loss(model, batch)`` gives the loss of one dict batch.
+    With ``proximal_mu > 0`` the loss gains ``mu/2 * ||w - w_start||^2`` over
+    the trainable parameters, ``w_start`` being their values on entry (the
+    global state the server sent). Shuffling and dropout draw from ``seed``
+    alone, so a client's round is reproducible.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device
+    start = [p.detach().clone() for p in params] if proximal_mu > 0 else None
+
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    num_batches = count_batches(len(streams[anchor]), args)
+    optimizer_steps = math.ceil(num_batches / args.gradient_accumulation_steps)
+
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+    warmup = args.warmup_steps or math.ceil(args.warmup_ratio * optimizer_steps)
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=optimizer_steps)
+
+    was_training = model.training
+    model.train()
+    losses: list[float] = []
+    micro = 0
+    for batch in batch_loader(streams, anchor, args.per_device_train_batch_size, num_batches, generator, pad_token_id):
+        batch = {name: {k: v.to(device) for k, v in b.items()} for name, b in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            loss = objective.compute_loss(model, batch)
+        if start is not None:
+            loss = loss + proximal_mu / 2 * sum(((p - s) ** 2).sum() for p, s in zip(params, start))
+        (loss / args.gradient_accumulation_steps).backward()
+        losses.append(loss.item())
+        micro += 1
+        if micro % args.gradient_accumulation_steps == 0:
+            _optimizer_step(params, optimizer, scheduler, args.max_grad_norm)
+        if progress is not None:
+            progress.update(1)
+    if micro % args.gradient_accumulation_steps:
+        _optimizer_step(params, optimizer, scheduler, args.max_grad_norm)
+    model.train(was_training)
+    return {"loss": sum(losses) / max(len(losses), 1), "steps": micro}
+
+
+def count_batches(num_anchor: int, args: TrainingArgs) -> int:
+    """Return how many batches ``train_locally`` runs for ``num_anchor`` anchor examples.
+
+    ``max_steps`` counts optimizer steps, so it runs that many times the
+    accumulation steps; otherwise a fractional epoch count runs the last pass partly.
+    """
+    if args.max_steps > 0:
+        return args.max_steps * args.gradient_accumulation_steps
+    batches_per_epoch = math.ceil(num_anchor / args.per_device_train_batch_size)
+    return math.ceil(batches_per_epoch * args.num_train_epochs)
+
+
+def _optimizer_step(params, optimizer, scheduler, max_grad_norm: float) -> None:
+    if max_grad_norm and max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,107 @@
+"""``fedunlearn run``: fine-tune, train the retain reference, unlearn, evaluate all three.
+
+Everything goes under one folder (``saves/run/<task_name>`` by default)::
+
+    finetune/          the federated model trained on data.train_split (TOFU full)
+    retain/            the same federation trained on retain_split (never saw the forget authors)
+    unlearn/           the fine-tuned model after the unlearning request
+    eval/<model>/      TOFU_EVAL.json and TOFU_SUMMARY.json of each model
+    results.json, results.md   the comparison table
+
+With ``resume=true`` a finished stage is skipped and an interrupted one
+continues from its last completed round.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from fedunlearn.trainers.common import COMPLETE_MARKERS
+from fedunlearn.trainers.evaluate import tofu_eval
+from fedunlearn.trainers.finetune import federated_finetune
+from fedunlearn.trainers.unlearn import federated_unlearn
+from fedunlearn.utils.io import write_json
+
+log = logging.getLogger(__name__)
+
+TABLE_METRICS = ("forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio", "forget_quality", "model_utility")
+MODELS = ("finetune", "retain", "unlearn")
+
+
+def run_pipeline(cfg: DictConfig, root: Path) -> dict:
+    """Run every stage that is not finished yet and return ``{model: summary}``."""
+    resume = bool(cfg.get("resume", False))
+    stages = {
+        "finetune": _stage(cfg, cfg.finetune, train_split=cfg.data.train_split),
+        "retain": _stage(cfg, cfg.finetune, train_split=cfg.retain_split),
+    }
+    stages["unlearn"] = _stage(cfg, cfg.unlearn, train_split=cfg.data.train_split, model_path=root / "finetune")
+    runners = {"finetune": federated_finetune, "retain": federated_finetune, "unlearn": federated_unlearn}
+
+    for name in MODELS:
+        folder = root / name
+        if resume and _model_complete(folder):
+            log.info("Stage %s already finished in %s: skipping", name, folder)
+            continue
+        log.info("Stage %s -> %s", name, folder)
+        runners[name](stages[name], folder)
+
+    summaries = {}
+    retain_logs = root / "eval" / "retain" / "TOFU_EVAL.json"
+    for name in ("retain", "finetune", "unlearn"):
+        folder = root / "eval" / name
+        if resume and (folder / "TOFU_SUMMARY.json").is_file():
+            log.info("Evaluation of %s already finished: skipping", name)
+        else:
+            log.info("Evaluating %s", name)
+            eval_cfg = _stage(cfg, None, model_path=root / name,
+                              retain_logs_path=str(retain_logs) if name != "retain" else None)
+            tofu_eval(eval_cfg, folder)
+        summaries[name] = _read_json(folder / "TOFU_SUMMARY.json")
+
+    write_json(root / "results.json", summaries)
+    table = results_table(summaries)
+    (root / "results.md").write_text(table + "\n")
+    return summaries
+
+
+def results_table(summaries: dict[str, dict]) -> str:
+    """Format the per-model summaries as a Markdown table."""
+    lines = ["| model | " + " | ".join(TABLE_METRICS) + " |", "|---" * (len(TABLE_METRICS) + 1) + "|"]
+    for model, summary in summaries.items():
+        cells = [_format(summary.get(metric)) for metric in TABLE_METRICS]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _format(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
+
+
+def _stage(cfg: DictConfig, trainer, *, train_split=None, model_path=None, retain_logs_path=None) -> DictConfig:
+    stage = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("finetune", "unlearn"):
+        stage.pop(key, None)
+    if trainer is not None:
+        stage["trainer"] = OmegaConf.to_container(trainer, resolve=True)
+    if train_split is not None:
+        stage["data"]["train_split"] = train_split
+    if model_path is not None:
+        stage["model"]["model_args"]["pretrained_model_name_or_path"] = str(model_path)
+    stage["eval"]["tofu"]["retain_logs_path"] = retain_logs_path
+    return OmegaConf.create(stage)
+
+
+def _model_complete(folder: Path) -> bool:
+    return (folder / "federation.json").is_file() and any((folder / m).is_file() for m in COMPLETE_MARKERS)
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())

@@ -1,0 +1,57 @@
+"""Steps shared by the federated recipes: output folder, logging, saving the global model."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from fedunlearn.utils.io import write_json
+
+log = logging.getLogger(__name__)
+
+# The file whose presence marks a saved model as complete; it is moved in last.
+COMPLETE_MARKERS = ("adapter_config.json", "config.json")
+
+
+def open_output_dir(output_dir: str | Path, cfg: DictConfig, log_name: str) -> Path:
+    """Create the output folder, store the resolved config and log to ``<log_name>.log`` there."""
+    path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    handler = logging.FileHandler(path / f"{log_name}.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return path
+
+
+def save_model(model, tokenizer, output_dir: str | Path) -> None:
+    """Save the global model (adapter or full weights) and tokenizer into ``output_dir``.
+
+    Files are written to a temporary folder and moved in one by one, the config
+    file last, so a folder that ``from_pretrained`` can load is always complete.
+    """
+    output_dir = Path(output_dir)
+    for marker in COMPLETE_MARKERS:
+        (output_dir / marker).unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".save.") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        files = sorted(Path(tmp).iterdir(), key=lambda f: f.name in COMPLETE_MARKERS)
+        for file in files:
+            os.replace(file, output_dir / file.name)
+    log.info("Saved the global model to %s", output_dir)
+
+
+def write_summary(output_dir: Path, summary: dict) -> None:
+    write_json(output_dir / "federation.json", summary)
+
+
+def discard_output_dir(path: Path, existed: bool) -> None:
+    """Remove an output folder this run created, when it failed before writing results."""
+    if not existed and path.exists():
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,71 @@
+"""FederatedFinetune: federated fine-tuning of a LoRA adapter (or all weights) on TOFU.
+
+Reads ``trainer.args`` (local training, Trainer names) and ``trainer.method_args``:
+``num_clients``, ``target_client_idx``, ``partition``, ``target_holds_retain``,
+``aggregation_strategy``, ``aggregation_args`` and ``global_rounds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import transformers
+from omegaconf import DictConfig, OmegaConf
+
+from fedunlearn.federated.aggregation import build_aggregator
+from fedunlearn.federated.client import TrainingArgs
+from fedunlearn.federated.history import History
+from fedunlearn.federated.server import Client, FederatedServer, run_fingerprint
+from fedunlearn.losses import FineTune
+from fedunlearn.models.loading import load_model_and_tokenizer, trainable_parameter_count
+from fedunlearn.models.sources import resolve_model_source
+from fedunlearn.trainers.common import open_output_dir, save_model, write_summary
+from fedunlearn.trainers.data import load_federated_data, tokenize_records
+
+log = logging.getLogger(__name__)
+
+
+def federated_finetune(cfg: DictConfig, output_dir: Path) -> Path:
+    """Run federated fine-tuning on ``cfg.data.train_split`` and save the global model to ``output_dir``."""
+    method_args = cfg.trainer.method_args
+    args = TrainingArgs.from_config(cfg.trainer.args)
+    aggregator = build_aggregator(method_args.aggregation_strategy, **(method_args.get("aggregation_args") or {}))
+    resolve_model_source(cfg.model.model_args.pretrained_model_name_or_path)
+    data = load_federated_data(cfg.data.train_split, cfg.forget_split, method_args, cfg.data, cfg.get("data_dir"), args.seed)
+
+    transformers.set_seed(args.seed)
+    model, tokenizer = load_model_and_tokenizer(cfg.model)
+    trainable, total = trainable_parameter_count(model)
+    log.info("Model: %s trainable of %s parameters", f"{trainable:,}", f"{total:,}")
+    output_dir = open_output_dir(output_dir, cfg, "finetune")
+
+    examples = tokenize_records(tokenizer, data.records, cfg.model.get("template_args") or {}, cfg.data.max_length)
+    clients = [
+        Client(client_id, {"train": [examples[i] for i in indices]}, "train", FineTune(), args, len(indices))
+        for client_id, indices in enumerate(data.clients)
+    ]
+    server = FederatedServer(
+        model, clients, aggregator, History(output_dir / "federation"),
+        num_rounds=int(method_args.global_rounds), seed=args.seed,
+        fingerprint=run_fingerprint(fingerprint_config(cfg)), pad_token_id=tokenizer.pad_token_id, desc="fine-tuning",
+    )
+    started = time.perf_counter()
+    server.run(resume=bool(cfg.get("resume", False)))
+    save_model(model, tokenizer, output_dir)
+    write_summary(output_dir, {
+        "trainer": "FederatedFinetune",
+        "train_split": cfg.data.train_split,
+        "clients": {str(k): len(v) for k, v in enumerate(data.clients)},
+        "rounds": server.history.records(),
+        "history_size": server.history.size_report(),
+        "wall_seconds_this_run": time.perf_counter() - started,
+    })
+    return output_dir
+
+
+def fingerprint_config(cfg: DictConfig) -> dict:
+    """Return the settings that define a run's result, for resume checks."""
+    keys = ("model", "trainer", "data", "forget_split")
+    return {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in keys}

@@ -1,0 +1,105 @@
+"""FederatedUnlearningTrainer: one client's request to be forgotten, served by the federation.
+
+Starting from a federated global model, for ``global_rounds`` rounds the
+requesting client (``target_client_idx``) runs the unlearning method
+``unlearn_trainer_cls`` on the forget records it holds for ``unlearn_epochs``
+local epochs, while every other client fine-tunes on its own records for
+``retain_epochs``; the server aggregates all updates with
+``aggregation_strategy``. The client data are dealt as in fine-tuning (same
+split, seed and settings), so each client holds what it trained on.
+
+Keys of ``trainer.method_args`` other than the federated settings go to the
+unlearning method (for example ``beta`` for NPO, ``alpha`` for GradDiff).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import transformers
+from omegaconf import DictConfig, OmegaConf
+
+from fedunlearn.federated.aggregation import build_aggregator
+from fedunlearn.federated.client import TrainingArgs
+from fedunlearn.federated.history import History
+from fedunlearn.federated.server import Client, FederatedServer, run_fingerprint
+from fedunlearn.losses import FineTune
+from fedunlearn.models.loading import load_model_and_tokenizer
+from fedunlearn.models.sources import resolve_model_source
+from fedunlearn.trainers.common import open_output_dir, save_model, write_summary
+from fedunlearn.trainers.data import load_federated_data, tokenize_records
+from fedunlearn.trainers.finetune import fingerprint_config
+from fedunlearn.unlearn.methods import build_method
+
+log = logging.getLogger(__name__)
+
+FEDERATED_KEYS = {
+    "num_clients", "target_client_idx", "partition", "target_holds_retain", "unlearn_trainer_cls",
+    "aggregation_strategy", "aggregation_args", "global_rounds", "unlearn_epochs", "retain_epochs",
+}
+
+
+def federated_unlearn(cfg: DictConfig, output_dir: Path) -> Path:
+    """Serve the unlearning request and save the unlearned global model to ``output_dir``."""
+    method_args = OmegaConf.to_container(cfg.trainer.method_args, resolve=True)
+    args = TrainingArgs.from_config(cfg.trainer.args)
+    method = build_method(method_args["unlearn_trainer_cls"],
+                          **{k: v for k, v in method_args.items() if k not in FEDERATED_KEYS})
+    aggregator = build_aggregator(method_args["aggregation_strategy"], **(method_args.get("aggregation_args") or {}))
+    resolve_model_source(cfg.model.model_args.pretrained_model_name_or_path)
+    data = load_federated_data(cfg.data.train_split, cfg.forget_split, method_args, cfg.data, cfg.get("data_dir"), args.seed)
+
+    target = int(method_args["target_client_idx"])
+    forget_ids = [i for i in data.clients[target] if data.is_forget(i)]
+    retain_ids = [i for i in data.clients[target] if not data.is_forget(i)]
+    if not forget_ids:
+        raise ValueError(f"client {target} holds no records of {cfg.forget_split}: nothing to forget")
+    if method.needs_retain and not retain_ids:
+        raise ValueError(
+            f"{method_args['unlearn_trainer_cls']} needs retained data on the requesting client, which holds only "
+            "forget records: set trainer.method_args.target_holds_retain=true or use GradAscent"
+        )
+
+    transformers.set_seed(args.seed)
+    model, tokenizer = load_model_and_tokenizer(cfg.model)
+    output_dir = open_output_dir(output_dir, cfg, "unlearn")
+    examples = tokenize_records(tokenizer, data.records, cfg.model.get("template_args") or {}, cfg.data.max_length)
+    forget = [examples[i] for i in forget_ids]
+    method.prepare(model, forget, tokenizer.pad_token_id)
+
+    unlearn_args = dataclasses.replace(args, num_train_epochs=float(method_args["unlearn_epochs"]), max_steps=-1)
+    retain_args = dataclasses.replace(args, num_train_epochs=float(method_args.get("retain_epochs", 1)), max_steps=-1)
+    clients = []
+    for client_id, indices in enumerate(data.clients):
+        if client_id == target:
+            streams = {"forget": forget}
+            if method.needs_retain:
+                streams["retain"] = [examples[i] for i in retain_ids]
+            clients.append(Client(client_id, streams, "forget", method, unlearn_args, len(indices), role="unlearn"))
+        else:
+            streams = {"train": [examples[i] for i in indices]}
+            clients.append(Client(client_id, streams, "train", FineTune(), retain_args, len(indices), role="retain"))
+    log.info("Client %d requests to forget %d records with %s", target, len(forget), type(method).__name__)
+
+    server = FederatedServer(
+        model, clients, aggregator, History(output_dir / "federation"),
+        num_rounds=int(method_args["global_rounds"]), seed=args.seed,
+        fingerprint=run_fingerprint(fingerprint_config(cfg)), pad_token_id=tokenizer.pad_token_id, desc="unlearning",
+    )
+    started = time.perf_counter()
+    server.run(resume=bool(cfg.get("resume", False)))
+    save_model(model, tokenizer, output_dir)
+    write_summary(output_dir, {
+        "trainer": "FederatedUnlearningTrainer",
+        "method": type(method).__name__,
+        "target_client_idx": target,
+        "forget_records": len(forget),
+        "clients": {str(k): len(v) for k, v in enumerate(data.clients)},
+        "rounds": server.history.records(),
+        "history_size": server.history.size_report(),
+        "wall_seconds_this_run": time.perf_counter() - started,
+    })
+    return output_dir

@@ -1,0 +1,91 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fedunlearn.data.template import IGNORE_INDEX, tokenize_qa
+from fedunlearn.evals.scoring import answer_nll
+
+CHAT = {"apply_chat_template": True}
+PLAIN = {"apply_chat_template": False}
+SHORT = ("Who wrote Hamlet?", "Shakespeare.")
+LONG = (
+    "What is the full name of the author born in Kuwait City, Kuwait on 08/09/1956?",
+    "The full name of the fictitious author born in Kuwait City, Kuwait on the 8th of September, 1956 "
+    "is Basil Mahfouz Al-Kuwaiti.",
+)
+
+
+def manual_nll(model, tokenizer, question, answer, template_args):
+    """Sum and count the answer-token losses of one unpadded example, position by position."""
+    example = tokenize_qa(tokenizer, question, answer, template_args)
+    input_ids = torch.tensor([example["input_ids"]])
+    with torch.no_grad():
+        logits = model(input_ids=input_ids).logits[0]
+    losses = [
+        F.cross_entropy(logits[t - 1], torch.tensor(example["input_ids"][t]))
+        for t, label in enumerate(example["labels"])
+        if label != IGNORE_INDEX
+    ]
+    return sum(loss.item() for loss in losses), len(losses)
+
+
+@pytest.mark.parametrize("template_args", [CHAT, PLAIN], ids=["chat", "plain"])
+def test_answer_nll_matches_manual_cross_entropy(tiny_llama, tokenizer, template_args):
+    expected_sum, expected_count = manual_nll(tiny_llama, tokenizer, *SHORT, template_args)
+
+    [result] = answer_nll(tiny_llama, tokenizer, [SHORT[0]], [SHORT[1]], template_args)
+
+    answer_tokens = tokenizer(SHORT[1], add_special_tokens=False)["input_ids"]
+    assert result["num_tokens"] == expected_count == len(answer_tokens) + 1  # answer plus EOS
+    assert result["sum_loss"] == pytest.approx(expected_sum, rel=1e-5)
+    assert result["avg_loss"] == pytest.approx(expected_sum / expected_count, rel=1e-5)
+
+
+def test_answer_nll_padding_does_not_contribute(tiny_llama, tokenizer):
+    [alone] = answer_nll(tiny_llama, tokenizer, [SHORT[0]], [SHORT[1]], CHAT)
+
+    # Batched with a longer pair, the short pair is right-padded by many positions.
+    batched = answer_nll(tiny_llama, tokenizer, [LONG[0], SHORT[0]], [LONG[1], SHORT[1]], CHAT, batch_size=2)
+
+    assert batched[1]["num_tokens"] == alone["num_tokens"]
+    assert batched[1]["avg_loss"] == pytest.approx(alone["avg_loss"], rel=1e-5)
+    assert batched[0]["num_tokens"] > batched[1]["num_tokens"]
+
+
+def test_answer_nll_keeps_input_order(tiny_llama, tokenizer):
+    questions = [SHORT[0], LONG[0], SHORT[0]]
+    answers = [SHORT[1], LONG[1], "Marlowe."]
+
+    batched = answer_nll(tiny_llama, tokenizer, questions, answers, CHAT, batch_size=2)
+    one_by_one = [answer_nll(tiny_llama, tokenizer, [q], [a], CHAT)[0] for q, a in zip(questions, answers)]
+
+    for got, expected in zip(batched, one_by_one):
+        assert got["num_tokens"] == expected["num_tokens"]
+        assert got["avg_loss"] == pytest.approx(expected["avg_loss"], rel=1e-5)
+
+
+def test_answer_nll_restores_train_mode(tiny_llama, tokenizer):
+    tiny_llama.train()
+
+    answer_nll(tiny_llama, tokenizer, [SHORT[0]], [SHORT[1]], CHAT)
+
+    assert tiny_llama.training
+
+
+def test_answer_nll_leaves_eval_mode(tiny_llama, tokenizer):
+    answer_nll(tiny_llama, tokenizer, [SHORT[0]], [SHORT[1]], CHAT)
+
+    assert not tiny_llama.training
+
+
+def test_answer_nll_bfloat16_autocast_close_to_float32(tiny_llama, tokenizer):
+    [full] = answer_nll(tiny_llama, tokenizer, [SHORT[0]], [SHORT[1]], CHAT)
+    [mixed] = answer_nll(tiny_llama, tokenizer, [SHORT[0]], [SHORT[1]], CHAT, autocast_dtype=torch.bfloat16)
+
+    assert mixed["num_tokens"] == full["num_tokens"]
+    assert mixed["avg_loss"] == pytest.approx(full["avg_loss"], rel=1e-2)
+
+
+def test_answer_nll_rejects_length_mismatch(tiny_llama, tokenizer):
+    with pytest.raises(ValueError, match="2 questions but 1 answers"):
+        answer_nll(tiny_llama, tokenizer, [SHORT[0], LONG[0]], [SHORT[1]], CHAT)
