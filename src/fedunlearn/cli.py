@@ -39,8 +39,19 @@ def output_dir(cfg: DictConfig) -> Path:
     path = Path(cfg.paths.output_dir)
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        path = path / (hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}")
+        path = path / _sweep_job_name(hydra_cfg)
     return path
+
+
+def _sweep_job_name(hydra_cfg) -> str:
+    # Name the job by the values of the swept keys only (the keys given as a list on the command line).
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    command_line = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
+    swept = {o.get_key_element() for o in OverridesParser.create().parse_overrides(command_line) if o.is_sweep_override()}
+    parts = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0].lstrip("+~") in swept]
+    name = ",".join(parts).replace("/", "_")
+    return name or f"job{hydra_cfg.job.num}"
 
 
 def _execute(cfg: DictConfig, work) -> None:

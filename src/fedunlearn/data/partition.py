@@ -32,6 +32,9 @@ def partition_records(
 ) -> list[list[int]]:
     """Return, for each client, the indices of the records it holds.
 
+    Every client receives records, except the requesting client when
+    ``target_holds_retain`` is false and the split has no forget authors.
+
     Args:
         authors: the author of each record of the split.
         forget_authors: authors whose records all go to the requesting client.
@@ -82,7 +85,8 @@ def partition_records(
             if key[0] not in forget_authors:
                 clients[owner[key]].append(index)
 
-    empty = [c for c in range(num_clients) if not clients[c]]
+    # Without its share of the others, the requesting client holds nothing of a retain split.
+    empty = [c for c in range(num_clients) if not clients[c] and c in receivers]
     if empty:
         raise ValueError(f"clients {empty} received no records: lower num_clients or use more data")
     return clients

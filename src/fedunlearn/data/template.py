@@ -37,7 +37,7 @@ def tokenize_qa(
     Returns ``input_ids``, ``attention_mask`` and ``labels`` (prompt positions
     set to ``IGNORE_INDEX``). The answer ends with the EOS token. A pair longer
     than ``max_length`` keeps the whole prompt and truncates the answer; a
-    prompt that alone exceeds ``max_length`` raises ``ValueError``.
+    prompt of ``max_length`` tokens or more raises ``ValueError``.
     """
     prompt = format_prompt(tokenizer, question, template_args)
     prompt_ids = tokenizer(prompt, add_special_tokens=not _has_bos(tokenizer, prompt))["input_ids"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -54,10 +53,6 @@ class History:
         if not self.index_file.is_file():
             return []
         return json.loads(self.index_file.read_text())
-
-    def reset(self) -> None:
-        """Delete everything recorded, for a run that starts over."""
-        shutil.rmtree(self.root, ignore_errors=True)
 
     def save_round(
         self,

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,7 +40,6 @@ class Client:
     args: TrainingArgs
     num_examples: int
     role: str = "train"
-    extra: dict = field(default_factory=dict)
 
 
 class ResumeError(RuntimeError):
@@ -92,6 +91,9 @@ class FederatedServer:
         for server_round in rounds:
             global_state = self._run_round(server_round, global_state)
         load_trainable_state(self.model, global_state)
+        size = self.history.size_report()
+        log.info("History: %.1f MB for %d rounds in %s", size["total_bytes"] / 1e6, len(size["rounds"]) - 1,
+                 self.history.rounds_dir)
         return global_state
 
     def _restore(self, resume: bool) -> int:

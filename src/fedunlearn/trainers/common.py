@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -49,9 +48,3 @@ def save_model(model, tokenizer, output_dir: str | Path) -> None:
 
 def write_summary(output_dir: Path, summary: dict) -> None:
     write_json(output_dir / "federation.json", summary)
-
-
-def discard_output_dir(path: Path, existed: bool) -> None:
-    """Remove an output folder this run created, when it failed before writing results."""
-    if not existed and path.exists():
-        shutil.rmtree(path, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 from fedunlearn.evals.tofu import evaluate_tofu
@@ -28,7 +29,17 @@ def tofu_eval(cfg: DictConfig, output_dir: Path) -> dict:
     model, tokenizer = load_model_and_tokenizer(cfg.model)
     model.eval()
     output_dir = open_output_dir(output_dir, cfg, "eval")
-    summary = evaluate_tofu(
+    device = next(model.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(tofu.get("bf16", False))):
+        summary = _evaluate(model, tokenizer, cfg, output_dir, retain_logs_path)
+    for name, value in summary.items():
+        log.info("%s: %s", name, value)
+    return summary
+
+
+def _evaluate(model, tokenizer, cfg: DictConfig, output_dir: Path, retain_logs_path) -> dict:
+    tofu = cfg.eval.tofu
+    return evaluate_tofu(
         model,
         tokenizer,
         cfg.model.get("template_args") or {},
@@ -44,6 +55,3 @@ def tofu_eval(cfg: DictConfig, output_dir: Path) -> dict:
         metrics=list(tofu.metrics),
         overwrite=tofu.get("overwrite", True),
     )
-    for name, value in summary.items():
-        log.info("%s: %s", name, value)
-    return summary

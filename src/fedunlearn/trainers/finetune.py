@@ -45,6 +45,7 @@ def federated_finetune(cfg: DictConfig, output_dir: Path) -> Path:
     clients = [
         Client(client_id, {"train": [examples[i] for i in indices]}, "train", FineTune(), args, len(indices))
         for client_id, indices in enumerate(data.clients)
+        if indices  # a client without records (see partition_records) does not take part
     ]
     server = FederatedServer(
         model, clients, aggregator, History(output_dir / "federation"),
