@@ -39,7 +39,7 @@ def test_run_preset_composes_forget01(capsys):
     assert run_cli("run", "--cfg", "job") == 0
     out = capsys.readouterr().out
     assert "forget_split: forget01" in out
-    assert "max_authors: 4" in out
+    assert "max_authors: 3" in out
 
 
 def _bad_data_dir(tmp_path, full_json: str):

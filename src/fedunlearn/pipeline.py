@@ -14,6 +14,7 @@ continues from its last completed round.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from fedunlearn.trainers.common import COMPLETE_MARKERS
 from fedunlearn.trainers.evaluate import tofu_eval
 from fedunlearn.trainers.finetune import federated_finetune
 from fedunlearn.trainers.unlearn import federated_unlearn
-from fedunlearn.utils.io import write_json
+from fedunlearn.utils.io import write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,11 @@ def run_pipeline(cfg: DictConfig, root: Path) -> dict:
             eval_cfg = _stage(cfg, None, model_path=root / name,
                               retain_logs_path=str(retain_logs) if name != "retain" else None)
             tofu_eval(eval_cfg, folder)
-        summaries[name] = _read_json(folder / "TOFU_SUMMARY.json")
+        summaries[name] = json.loads((folder / "TOFU_SUMMARY.json").read_text())
 
     write_json(root / "results.json", summaries)
     table = results_table(summaries)
-    (root / "results.md").write_text(table + "\n")
+    write_text(root / "results.md", table + "\n")
     return summaries
 
 
@@ -99,9 +100,3 @@ def _stage(cfg: DictConfig, trainer, *, train_split=None, model_path=None, retai
 
 def _model_complete(folder: Path) -> bool:
     return (folder / "federation.json").is_file() and any((folder / m).is_file() for m in COMPLETE_MARKERS)
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text())

@@ -85,7 +85,7 @@ def partition_records(
             if key[0] not in forget_authors:
                 clients[owner[key]].append(index)
 
-    # Without its share of the others, the requesting client holds nothing of a retain split.
+    # Without a share of the other authors, the requesting client gets no records of a retain split.
     empty = [c for c in range(num_clients) if not clients[c] and c in receivers]
     if empty:
         raise ValueError(f"clients {empty} received no records: lower num_clients or use more data")

@@ -109,7 +109,7 @@ def author_ids(num_records: int, offset: int = 0) -> list[int]:
 
 
 def forget_author_count(forget_split: str) -> int:
-    """Return how many authors a ``forgetNN`` split holds (NN percent of 200)."""
+    """Return the number of authors in a ``forgetNN`` split (NN percent of 200)."""
     if not (forget_split.startswith("forget") and forget_split[6:].isdigit()):
         raise DataError(f"invalid forget split {forget_split!r}: expected forget01, forget05 or forget10")
     return int(forget_split[6:]) * NUM_AUTHORS // 100

