@@ -58,6 +58,11 @@ BAD_INPUTS = {
     "target out of range": (TRAIN, ["trainer.method_args.target_client_idx=3"], "target_client_idx=3 is out of range"),
     "unknown partition": (TRAIN, ["trainer.method_args.partition=zipf"], "unknown partition 'zipf'"),
     "bad method argument": (UNLEARN, ["+trainer.method_args.temperature=2"], "invalid method_args for GradDiff"),
+    "forget split without file": (UNLEARN, ["forget_split=forget07"], "TOFU split 'forget07' not found"),
+    "zero learning rate": (TRAIN, ["trainer.args.learning_rate=0"], "trainer.args.learning_rate must be > 0"),
+    "zero unlearn epochs": (UNLEARN, ["trainer.method_args.unlearn_epochs=0"], "unlearn_epochs must be > 0"),
+    "zero rounds": (TRAIN, ["trainer.method_args.global_rounds=0"], "global_rounds must be >= 1"),
+    "negative max_authors": (TRAIN, ["data.max_authors=-3"], "data.max_authors must be >= 1"),
 }
 
 
@@ -129,3 +134,17 @@ def test_multirun_writes_one_folder_per_job(tiny_llama_path, tofu_data_dir, tmp_
     assert jobs == ["trainer.method_args.aggregation_strategy=FedAvg", "trainer.method_args.aggregation_strategy=FedProx"]
     for job in jobs:
         assert json.loads((output_dir / job / "federation.json").read_text())["trainer"] == "FederatedFinetune"
+
+
+def test_forget_split_mismatch_fails(tiny_llama_path, tofu_data_dir, tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    (data_dir / "tofu").mkdir(parents=True)
+    full = (tofu_data_dir / "tofu" / "full.json").read_text()
+    (data_dir / "tofu" / "full.json").write_text(full)
+    # The first two authors posing as forget01, whose records are the last two authors of full.
+    (data_dir / "tofu" / "forget01.json").write_text("".join(full.splitlines(keepends=True)[:40]))
+    output_dir = tmp_path / "out"
+    code = run_cli(*TRAIN, *tiny_overrides(tiny_llama_path, data_dir, output_dir))
+    assert code == 2
+    assert "are not those of the last 2 authors of full" in capsys.readouterr().err
+    assert not output_dir.exists()

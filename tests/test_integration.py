@@ -2,7 +2,7 @@
 
 The CPU preset (``experiment=run/tofu_cpu``) made smaller: 2 clients on the
 2 forget01 authors and 2 others, 2 fine-tuning rounds, the retain reference,
-one GradDiff unlearning round, and an evaluation of the three models on 5
+one GradDiff unlearning round of 3 local epochs, and an evaluation of the three models on 5
 items of each set. About 6 minutes on 2 CPU cores.
 """
 
@@ -26,6 +26,7 @@ def test_run_forgets_and_retains(smollm2_path, tofu_data_dir, tmp_path, capsys):
         "finetune.method_args.num_clients=2",
         "finetune.method_args.global_rounds=2",
         "unlearn.method_args.num_clients=2",
+        "unlearn.method_args.unlearn_epochs=3",
         "eval.tofu.max_samples=5",
         "eval.tofu.generation.max_new_tokens=8",
     )

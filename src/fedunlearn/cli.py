@@ -59,6 +59,11 @@ def _execute(cfg: DictConfig, work) -> None:
     existed = path.exists()
     try:
         work(cfg, path)
+    except KeyboardInterrupt:
+        checkpoints = sorted(path.glob("**/federation/checkpoint.json"))
+        where = f" (last checkpoint: {checkpoints[-1].parent})" if checkpoints else ""
+        print(f"interrupted{where}: rerun the same command with resume=true to continue", file=sys.stderr)
+        raise SystemExit(130) from None
     except USER_ERRORS as err:
         # Keep a folder that holds a resumable checkpoint; drop one this run created and left empty-handed.
         if not existed and not any(path.glob("**/checkpoint.json")):

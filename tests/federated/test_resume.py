@@ -29,7 +29,8 @@ def uninterrupted(tiny_llama_path, tofu_data_dir, tmp_path_factory):
     return output_dir
 
 
-def test_interrupted_run_resumes_to_same_adapter(uninterrupted, tiny_llama_path, tofu_data_dir, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_same_adapter(uninterrupted, tiny_llama_path, tofu_data_dir, tmp_path, monkeypatch,
+                                                 capsys):
     output_dir = tmp_path / "interrupted"
     original = FederatedServer._run_round
 
@@ -39,8 +40,8 @@ def test_interrupted_run_resumes_to_same_adapter(uninterrupted, tiny_llama_path,
         return original(self, server_round, global_state)
 
     monkeypatch.setattr(FederatedServer, "_run_round", stop_before_round_3)
-    with pytest.raises(KeyboardInterrupt):
-        run_cli(*TRAIN, *tiny_overrides(tiny_llama_path, tofu_data_dir, output_dir, rounds=3))
+    assert run_cli(*TRAIN, *tiny_overrides(tiny_llama_path, tofu_data_dir, output_dir, rounds=3)) == 130
+    assert "resume=true" in capsys.readouterr().err
     assert json.loads((output_dir / "federation" / "checkpoint.json").read_text())["completed_rounds"] == 2
     assert not (output_dir / "adapter_config.json").exists()
 

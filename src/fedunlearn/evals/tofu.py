@@ -255,7 +255,13 @@ def _load_reference_truth_ratios(path: Path) -> list[float]:
             f"retain_logs_path {str(path)!r} not found: point it at the TOFU_EVAL.json of a retain-only model "
             "evaluated on the same forget split, or set it to null to skip forget_quality"
         )
-    reference = json.loads(path.read_text())
+    try:
+        reference = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"retain_logs_path {str(path)!r} is not valid JSON ({err.msg}, line {err.lineno}): "
+            "point it at the TOFU_EVAL.json that fedunlearn eval wrote for the retain model"
+        ) from None
     try:
         items = reference["forget_truth_ratio"]["value_by_index"]
     except (KeyError, TypeError):

@@ -48,6 +48,8 @@ class TrainingArgs:
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
             if getattr(result, name) < 1:
                 raise ValueError(f"trainer.args.{name} must be >= 1, got {getattr(result, name)}")
+        if result.learning_rate <= 0:
+            raise ValueError(f"trainer.args.learning_rate must be > 0, got {result.learning_rate}")
         if result.max_steps <= 0 and result.num_train_epochs <= 0:
             raise ValueError("set trainer.args.num_train_epochs > 0 or trainer.args.max_steps > 0")
         return result

@@ -48,10 +48,12 @@ def load_federated_data(
     """Load ``split``, keep ``data.max_authors`` non-forget authors if set, and partition it."""
     records = load_split(split, data_dir)
     authors = split_authors(split, len(records))
-    forget_authors = set(range(NUM_AUTHORS - forget_author_count(forget_split), NUM_AUTHORS))
+    forget_authors = _forget_authors(forget_split, data_dir, split, records, authors)
 
     max_authors = data_cfg.get("max_authors")
     if max_authors is not None:
+        if int(max_authors) < 1:
+            raise ValueError(f"data.max_authors must be >= 1 or null, got {max_authors}")
         kept = set(sorted({a for a in authors if a not in forget_authors})[: int(max_authors)]) | forget_authors
         keep = [i for i, a in enumerate(authors) if a in kept]
         records = [records[i] for i in keep]
@@ -71,6 +73,26 @@ def load_federated_data(
         log.info("client %d holds %d records of %d authors (%d forget records)", client_id, len(indices),
                  len({authors[i] for i in indices}), forget)
     return FederatedData(records, authors, forget_authors, clients)
+
+
+def _forget_authors(forget_split: str, data_dir, split: str, records: list[dict], authors: list[int]) -> set[int]:
+    """Read the forget split and return its authors, checking it matches the training split.
+
+    The forget split lists the last authors of ``full``, so its size gives
+    their number; where the training split contains those authors, their
+    questions must be the forget split's, in order.
+    """
+    forget_author_count(forget_split)  # rejects names that are not forgetNN
+    forget_records = load_split(forget_split, data_dir)
+    count = len(split_authors(forget_split, len(forget_records))) // QUESTIONS_PER_AUTHOR
+    forget_authors = set(range(NUM_AUTHORS - count, NUM_AUTHORS))
+    in_split = [r["question"] for r, a in zip(records, authors) if a in forget_authors]
+    if in_split and in_split != [r["question"] for r in forget_records]:
+        raise DataError(
+            f"the questions of {forget_split} are not those of the last {count} authors of {split}: "
+            "use TOFU files from the same release, or the forget split that matches the training split"
+        )
+    return forget_authors
 
 
 def tokenize_records(tokenizer, records: list[dict], template_args, max_length: int) -> list[dict]:

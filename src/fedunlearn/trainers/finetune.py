@@ -31,6 +31,8 @@ def federated_finetune(cfg: DictConfig, output_dir: Path) -> Path:
     """Run federated fine-tuning on ``cfg.data.train_split`` and save the global model to ``output_dir``."""
     method_args = cfg.trainer.method_args
     args = TrainingArgs.from_config(cfg.trainer.args)
+    if int(method_args.global_rounds) < 1:
+        raise ValueError(f"trainer.method_args.global_rounds must be >= 1, got {method_args.global_rounds}")
     aggregator = build_aggregator(method_args.aggregation_strategy, **(method_args.get("aggregation_args") or {}))
     resolve_model_source(cfg.model.model_args.pretrained_model_name_or_path)
     data = load_federated_data(cfg.data.train_split, cfg.forget_split, method_args, cfg.data, cfg.get("data_dir"), args.seed)

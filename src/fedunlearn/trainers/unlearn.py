@@ -46,6 +46,9 @@ def federated_unlearn(cfg: DictConfig, output_dir: Path) -> Path:
     """Serve the unlearning request and save the unlearned global model to ``output_dir``."""
     method_args = OmegaConf.to_container(cfg.trainer.method_args, resolve=True)
     args = TrainingArgs.from_config(cfg.trainer.args)
+    for key in ("unlearn_epochs", "global_rounds"):
+        if float(method_args[key]) <= 0:
+            raise ValueError(f"trainer.method_args.{key} must be > 0, got {method_args[key]}")
     method = build_method(method_args["unlearn_trainer_cls"],
                           **{k: v for k, v in method_args.items() if k not in FEDERATED_KEYS})
     aggregator = build_aggregator(method_args["aggregation_strategy"], **(method_args.get("aggregation_args") or {}))
@@ -70,8 +73,9 @@ def federated_unlearn(cfg: DictConfig, output_dir: Path) -> Path:
     forget = [examples[i] for i in forget_ids]
     method.prepare(model, forget, tokenizer.pad_token_id)
 
-    unlearn_args = dataclasses.replace(args, num_train_epochs=float(method_args["unlearn_epochs"]), max_steps=-1)
-    retain_args = dataclasses.replace(args, num_train_epochs=float(method_args.get("retain_epochs", 1)), max_steps=-1)
+    # trainer.args.max_steps, when set, caps every client's local steps as in fine-tuning.
+    unlearn_args = dataclasses.replace(args, num_train_epochs=float(method_args["unlearn_epochs"]))
+    retain_args = dataclasses.replace(args, num_train_epochs=float(method_args.get("retain_epochs", 1)))
     clients = []
     for client_id, indices in enumerate(data.clients):
         if client_id == target:
