@@ -1,4 +1,4 @@
-"""TOFU records for a federation: which records, which authors, which client holds what."""
+"""TOFU records for a federation: the records, their authors and the client of each record."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def load_federated_data(
     )
     for client_id, indices in enumerate(clients):
         forget = sum(authors[i] in forget_authors for i in indices)
-        log.info("client %d holds %d records of %d authors (%d forget records)", client_id, len(indices),
+        log.info("client %d: %d records of %d authors (%d forget records)", client_id, len(indices),
                  len({authors[i] for i in indices}), forget)
     return FederatedData(records, authors, forget_authors, clients)
 
@@ -79,8 +79,8 @@ def _forget_authors(forget_split: str, data_dir, split: str, records: list[dict]
     """Read the forget split and return its authors, checking it matches the training split.
 
     The forget split lists the last authors of ``full``, so its size gives
-    their number; where the training split contains those authors, their
-    questions must be the forget split's, in order.
+    their number. Where the training split contains those authors, their
+    questions must equal the forget split's, in order.
     """
     forget_author_count(forget_split)  # rejects names that are not forgetNN
     forget_records = load_split(forget_split, data_dir)

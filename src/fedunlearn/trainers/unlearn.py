@@ -1,12 +1,12 @@
 """FederatedUnlearningTrainer: one client's request to be forgotten, served by the federation.
 
-Starting from a federated global model, for ``global_rounds`` rounds the
-requesting client (``target_client_idx``) runs the unlearning method
-``unlearn_trainer_cls`` on the forget records it holds for ``unlearn_epochs``
-local epochs, while every other client fine-tunes on its own records for
-``retain_epochs``; the server aggregates all updates with
+The run starts from a federated global model and lasts ``global_rounds``
+rounds. In each round the requesting client (``target_client_idx``) runs the
+unlearning method ``unlearn_trainer_cls`` on its forget records for
+``unlearn_epochs`` local epochs. Every other client fine-tunes on its own
+records for ``retain_epochs``, and the server aggregates all updates with
 ``aggregation_strategy``. The client data are dealt as in fine-tuning (same
-split, seed and settings), so each client holds what it trained on.
+split, seed and settings), so each client has the records it trained on.
 
 Keys of ``trainer.method_args`` other than the federated settings go to the
 unlearning method (for example ``beta`` for NPO, ``alpha`` for GradDiff).
@@ -59,10 +59,10 @@ def federated_unlearn(cfg: DictConfig, output_dir: Path) -> Path:
     forget_ids = [i for i in data.clients[target] if data.is_forget(i)]
     retain_ids = [i for i in data.clients[target] if not data.is_forget(i)]
     if not forget_ids:
-        raise ValueError(f"client {target} holds no records of {cfg.forget_split}: nothing to forget")
+        raise ValueError(f"client {target} has no records of {cfg.forget_split}: nothing to forget")
     if method.needs_retain and not retain_ids:
         raise ValueError(
-            f"{method_args['unlearn_trainer_cls']} needs retained data on the requesting client, which holds only "
+            f"{method_args['unlearn_trainer_cls']} needs retained data on the requesting client, which has only "
             "forget records: set trainer.method_args.target_holds_retain=true or use GradAscent"
         )
 
