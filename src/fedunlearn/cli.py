@@ -65,7 +65,7 @@ def _execute(cfg: DictConfig, work) -> None:
         print(f"interrupted{where}: rerun the same command with resume=true to continue", file=sys.stderr)
         raise SystemExit(130) from None
     except USER_ERRORS as err:
-        # Keep a folder that holds a resumable checkpoint; drop one this run created and left empty-handed.
+        # Keep a folder that contains a resumable checkpoint. Remove one that this run created and left without results.
         if not existed and not any(path.glob("**/checkpoint.json")):
             shutil.rmtree(path, ignore_errors=True)
         log.debug("details", exc_info=True)

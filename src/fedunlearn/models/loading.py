@@ -46,7 +46,9 @@ def load_model_and_tokenizer(model_cfg: Mapping[str, Any]):
     if adapter_config.is_file():
         base_path = resolve_model_source(json.loads(adapter_config.read_text())["base_model_name_or_path"])
 
-    dtype = args.pop("torch_dtype", None) or args.pop("dtype", None) or "float32"
+    # Both spellings are removed, so neither reaches from_pretrained beside the dtype passed below.
+    torch_dtype, new_dtype = args.pop("torch_dtype", None), args.pop("dtype", None)
+    dtype = torch_dtype or new_dtype or "float32"
     if dtype not in DTYPES:
         raise ValueError(f"invalid model.model_args.torch_dtype {dtype!r}: choose one of {sorted(DTYPES)}")
     device = _device(args.pop("device_map", None) or model_cfg.get("device"))
@@ -69,7 +71,7 @@ def load_model_and_tokenizer(model_cfg: Mapping[str, Any]):
 
 
 def _device(requested: str | None) -> torch.device:
-    # The shared-model federation keeps the whole model on one device: CUDA when present, unless told otherwise.
+    # The shared-model federation keeps the whole model on one device: CUDA when present, unless the config names one.
     if requested in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)

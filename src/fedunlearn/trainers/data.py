@@ -84,8 +84,8 @@ def _forget_authors(forget_split: str, data_dir, split: str, records: list[dict]
     """
     forget_author_count(forget_split)  # rejects names that are not forgetNN
     forget_records = load_split(forget_split, data_dir)
-    count = len(split_authors(forget_split, len(forget_records))) // QUESTIONS_PER_AUTHOR
-    forget_authors = set(range(NUM_AUTHORS - count, NUM_AUTHORS))
+    forget_authors = set(split_authors(forget_split, len(forget_records)))
+    count = len(forget_authors)
     in_split = [r["question"] for r, a in zip(records, authors) if a in forget_authors]
     if in_split and in_split != [r["question"] for r in forget_records]:
         raise DataError(
