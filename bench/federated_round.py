@@ -23,9 +23,11 @@ import torch
 import transformers
 
 from fedunlearn.federated.aggregation import FedAvg
-from fedunlearn.federated.client import TrainingArgs, batch_loader, count_batches
+from fedunlearn.federated.client import Client, TrainingArgs, batch_loader, count_batches
 from fedunlearn.federated.history import History
-from fedunlearn.federated.server import Client, FederatedServer
+from fedunlearn.federated.runtime.inprocess import InProcessRuntime
+from fedunlearn.federated.server import FederatedServer
+from fedunlearn.federated.state import get_trainable_state
 from fedunlearn.losses import FineTune, nll_loss
 from fedunlearn.models.loading import load_model_and_tokenizer
 from fedunlearn.trainers.data import load_federated_data, tokenize_records
@@ -36,10 +38,10 @@ LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0,
 
 def federated_round(model, clients, pad_token_id) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        server = FederatedServer(model, clients, FedAvg(), History(tmp), num_rounds=1, seed=0,
-                                 fingerprint="bench", pad_token_id=pad_token_id)
+        runtime = InProcessRuntime(model, clients, seed=0, pad_token_id=pad_token_id)
+        server = FederatedServer(runtime, FedAvg(), History(tmp), num_rounds=1, fingerprint="bench")
         start = time.perf_counter()
-        server.run()
+        server.run(get_trainable_state(model))
         return time.perf_counter() - start
 
 

@@ -17,6 +17,8 @@ import torch
 from transformers import get_scheduler
 
 from fedunlearn.data.collator import pad_batch
+from fedunlearn.federated.aggregation.base import ClientUpdate
+from fedunlearn.federated.state import get_trainable_state, load_trainable_state
 
 
 @dataclass
@@ -53,6 +55,51 @@ class TrainingArgs:
         if result.max_steps <= 0 and result.num_train_epochs <= 0:
             raise ValueError("set trainer.args.num_train_epochs > 0 or trainer.args.max_steps > 0")
         return result
+
+
+@dataclass
+class Client:
+    """A federated client: its data streams, its objective and its aggregation weight.
+
+    ``streams`` maps a stream name (``train``, or ``forget`` and ``retain``) to
+    tokenised examples; ``anchor`` is the stream whose passes count as epochs;
+    ``role`` (``train``, ``retain`` or ``unlearn``) is recorded in the history.
+    """
+
+    client_id: int
+    streams: dict[str, list[dict]]
+    anchor: str
+    objective: Any
+    args: TrainingArgs
+    num_examples: int
+    role: str = "train"
+
+
+def run_client_round(
+    model: torch.nn.Module,
+    client: Client,
+    global_state: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    *,
+    server_round: int,
+    seed: int,
+    pad_token_id: int,
+    progress=None,
+) -> ClientUpdate:
+    """One client's part of a round, the same in every runtime.
+
+    Loads the global state into the model's trainable parameters, trains on
+    the client's streams with the round's ``config`` (what the aggregator's
+    ``configure_train`` sent), and returns the trained state. The client
+    trains with seed ``seed + 1000 * server_round + client_id``.
+    """
+    load_trainable_state(model, global_state)
+    metrics = train_locally(
+        model, client.streams, client.anchor, client.objective, client.args,
+        seed=seed + 1000 * server_round + client.client_id, pad_token_id=pad_token_id,
+        proximal_mu=float(config.get("proximal_mu", 0.0)), progress=progress,
+    )
+    return ClientUpdate(client.client_id, get_trainable_state(model), client.num_examples, metrics, client.role)
 
 
 def batch_loader(

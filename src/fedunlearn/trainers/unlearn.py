@@ -23,9 +23,11 @@ import transformers
 from omegaconf import DictConfig, OmegaConf
 
 from fedunlearn.federated.aggregation import build_aggregator
-from fedunlearn.federated.client import TrainingArgs
+from fedunlearn.federated.client import Client, TrainingArgs
 from fedunlearn.federated.history import History
-from fedunlearn.federated.server import Client, FederatedServer, run_fingerprint
+from fedunlearn.federated.runtime.inprocess import InProcessRuntime
+from fedunlearn.federated.server import FederatedServer, run_fingerprint
+from fedunlearn.federated.state import get_trainable_state, load_trainable_state
 from fedunlearn.losses import FineTune
 from fedunlearn.models.loading import load_model_and_tokenizer
 from fedunlearn.models.sources import resolve_model_source
@@ -88,13 +90,13 @@ def federated_unlearn(cfg: DictConfig, output_dir: Path) -> Path:
             clients.append(Client(client_id, streams, "train", FineTune(), retain_args, len(indices), role="retain"))
     log.info("Client %d requests to forget %d records with %s", target, len(forget), type(method).__name__)
 
+    runtime = InProcessRuntime(model, clients, seed=args.seed, pad_token_id=tokenizer.pad_token_id)
     server = FederatedServer(
-        model, clients, aggregator, History(output_dir / "federation"),
-        num_rounds=int(method_args["global_rounds"]), seed=args.seed,
-        fingerprint=run_fingerprint(fingerprint_config(cfg)), pad_token_id=tokenizer.pad_token_id, desc="unlearning",
+        runtime, aggregator, History(output_dir / "federation"), num_rounds=int(method_args["global_rounds"]),
+        fingerprint=run_fingerprint(fingerprint_config(cfg)), desc="unlearning",
     )
     started = time.perf_counter()
-    server.run(resume=bool(cfg.get("resume", False)))
+    load_trainable_state(model, server.run(get_trainable_state(model), resume=bool(cfg.get("resume", False))))
     save_model(model, tokenizer, output_dir)
     write_summary(output_dir, {
         "trainer": "FederatedUnlearningTrainer",

@@ -23,6 +23,7 @@ class ClientUpdate:
     state: OrderedDict[str, torch.Tensor]
     num_examples: int
     metrics: dict[str, float] = field(default_factory=dict)
+    role: str = "train"
 
 
 class Aggregator:
