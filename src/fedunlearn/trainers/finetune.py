@@ -24,7 +24,7 @@ from fedunlearn.losses import FineTune
 from fedunlearn.models.loading import load_model_and_tokenizer, trainable_parameter_count
 from fedunlearn.models.sources import resolve_model_source
 from fedunlearn.trainers.common import open_output_dir, save_model, write_summary
-from fedunlearn.trainers.data import load_federated_data, tokenize_records
+from fedunlearn.trainers.data import FederatedData, load_federated_data, tokenize_records
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,7 @@ def federated_finetune(cfg: DictConfig, output_dir: Path) -> Path:
     output_dir = open_output_dir(output_dir, cfg, "finetune")
 
     examples = tokenize_records(tokenizer, data.records, cfg.model.get("template_args") or {}, cfg.data.max_length)
-    clients = [
-        Client(client_id, {"train": [examples[i] for i in indices]}, "train", FineTune(), args, len(indices))
-        for client_id, indices in enumerate(data.clients)
-        if indices  # a client without records (see partition_records) does not take part
-    ]
+    clients = finetune_clients(data, examples, args)
     runtime = InProcessRuntime(model, clients, seed=args.seed, pad_token_id=tokenizer.pad_token_id)
     server = FederatedServer(
         runtime, aggregator, History(output_dir / "federation"), num_rounds=int(method_args.global_rounds),
@@ -68,6 +64,15 @@ def federated_finetune(cfg: DictConfig, output_dir: Path) -> Path:
         "wall_seconds_this_run": time.perf_counter() - started,
     })
     return output_dir
+
+
+def finetune_clients(data: FederatedData, examples: list[dict], args: TrainingArgs) -> list[Client]:
+    """Return the fine-tuning clients: each trains on its records; one without records does not take part."""
+    return [
+        Client(client_id, {"train": [examples[i] for i in indices]}, "train", FineTune(), args, len(indices))
+        for client_id, indices in enumerate(data.clients)
+        if indices
+    ]
 
 
 def fingerprint_config(cfg: DictConfig) -> dict:

@@ -32,7 +32,7 @@ from fedunlearn.losses import FineTune
 from fedunlearn.models.loading import load_model_and_tokenizer
 from fedunlearn.models.sources import resolve_model_source
 from fedunlearn.trainers.common import open_output_dir, save_model, write_summary
-from fedunlearn.trainers.data import load_federated_data, tokenize_records
+from fedunlearn.trainers.data import FederatedData, load_federated_data, tokenize_records
 from fedunlearn.trainers.finetune import fingerprint_config
 from fedunlearn.unlearn.methods import build_method
 
@@ -58,15 +58,7 @@ def federated_unlearn(cfg: DictConfig, output_dir: Path) -> Path:
     data = load_federated_data(cfg.data.train_split, cfg.forget_split, method_args, cfg.data, cfg.get("data_dir"), args.seed)
 
     target = int(method_args["target_client_idx"])
-    forget_ids = [i for i in data.clients[target] if data.is_forget(i)]
-    retain_ids = [i for i in data.clients[target] if not data.is_forget(i)]
-    if not forget_ids:
-        raise ValueError(f"client {target} has no records of {cfg.forget_split}: nothing to forget")
-    if method.needs_retain and not retain_ids:
-        raise ValueError(
-            f"{method_args['unlearn_trainer_cls']} needs retained data on the requesting client, which has only "
-            "forget records: set trainer.method_args.target_holds_retain=true or use GradAscent"
-        )
+    forget_ids, _ = request_records(data, target, method, method_args["unlearn_trainer_cls"], cfg.forget_split)
 
     transformers.set_seed(args.seed)
     model, tokenizer = load_model_and_tokenizer(cfg.model)
@@ -74,20 +66,7 @@ def federated_unlearn(cfg: DictConfig, output_dir: Path) -> Path:
     examples = tokenize_records(tokenizer, data.records, cfg.model.get("template_args") or {}, cfg.data.max_length)
     forget = [examples[i] for i in forget_ids]
     method.prepare(model, forget, tokenizer.pad_token_id)
-
-    # trainer.args.max_steps, when set, caps every client's local steps as in fine-tuning.
-    unlearn_args = dataclasses.replace(args, num_train_epochs=float(method_args["unlearn_epochs"]))
-    retain_args = dataclasses.replace(args, num_train_epochs=float(method_args.get("retain_epochs", 1)))
-    clients = []
-    for client_id, indices in enumerate(data.clients):
-        if client_id == target:
-            streams = {"forget": forget}
-            if method.needs_retain:
-                streams["retain"] = [examples[i] for i in retain_ids]
-            clients.append(Client(client_id, streams, "forget", method, unlearn_args, len(indices), role="unlearn"))
-        else:
-            streams = {"train": [examples[i] for i in indices]}
-            clients.append(Client(client_id, streams, "train", FineTune(), retain_args, len(indices), role="retain"))
+    clients = [unlearning_client(data, examples, k, target, method, method_args, args) for k in range(len(data.clients))]
     log.info("Client %d requests to forget %d records with %s", target, len(forget), type(method).__name__)
 
     runtime = InProcessRuntime(model, clients, seed=args.seed, pad_token_id=tokenizer.pad_token_id)
@@ -109,3 +88,38 @@ def federated_unlearn(cfg: DictConfig, output_dir: Path) -> Path:
         "wall_seconds_this_run": time.perf_counter() - started,
     })
     return output_dir
+
+
+def request_records(data: FederatedData, target: int, method, method_name: str, forget_split: str) -> tuple[list[int], list[int]]:
+    """Return the requesting client's forget and retained record indices, checking the request can be served."""
+    forget_ids = [i for i in data.clients[target] if data.is_forget(i)]
+    retain_ids = [i for i in data.clients[target] if not data.is_forget(i)]
+    if not forget_ids:
+        raise ValueError(f"client {target} has no records of {forget_split}: nothing to forget")
+    if method.needs_retain and not retain_ids:
+        raise ValueError(
+            f"{method_name} needs retained data on the requesting client, which has only "
+            "forget records: set trainer.method_args.target_holds_retain=true or use GradAscent"
+        )
+    return forget_ids, retain_ids
+
+
+def unlearning_client(data: FederatedData, examples: list[dict], client_id: int, target: int, method,
+                      method_args: dict, args: TrainingArgs) -> Client:
+    """Return client ``client_id`` of the unlearning federation.
+
+    The requesting client ``target`` runs ``method`` on its forget records for
+    ``unlearn_epochs`` (with its retained records as the ``retain`` stream when
+    the method needs one); every other client fine-tunes on its records for
+    ``retain_epochs``. ``trainer.args.max_steps``, when set, caps both.
+    """
+    indices = data.clients[client_id]
+    if client_id == target:
+        unlearn_args = dataclasses.replace(args, num_train_epochs=float(method_args["unlearn_epochs"]))
+        streams = {"forget": [examples[i] for i in indices if data.is_forget(i)]}
+        if method.needs_retain:
+            streams["retain"] = [examples[i] for i in indices if not data.is_forget(i)]
+        return Client(client_id, streams, "forget", method, unlearn_args, len(indices), role="unlearn")
+    retain_args = dataclasses.replace(args, num_train_epochs=float(method_args.get("retain_epochs", 1)))
+    return Client(client_id, {"train": [examples[i] for i in indices]}, "train", FineTune(), retain_args,
+                  len(indices), role="retain")
