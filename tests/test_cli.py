@@ -148,3 +148,12 @@ def test_forget_split_mismatch_fails(tiny_llama_path, tofu_data_dir, tmp_path, c
     assert code == 2
     assert "are not those of the last 2 authors of full" in capsys.readouterr().err
     assert not output_dir.exists()
+
+
+def test_run_with_mismatched_retain_split_fails(tofu_data_dir, tmp_path, capsys):
+    output_dir = tmp_path / "run"
+    code = run_cli("run", "task_name=cli", f"paths.output_dir={output_dir}", f"data_dir={tofu_data_dir}",
+                   "forget_split=forget01", "retain_split=retain90")
+    assert code == 2
+    assert "set retain_split=retain99" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not output_dir.exists()

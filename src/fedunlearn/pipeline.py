@@ -20,6 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from fedunlearn.data.tofu import retain_split_for
 from fedunlearn.trainers.common import COMPLETE_MARKERS
 from fedunlearn.trainers.evaluate import tofu_eval
 from fedunlearn.trainers.finetune import federated_finetune
@@ -35,6 +36,12 @@ MODELS = ("finetune", "retain", "unlearn")
 def run_pipeline(cfg: DictConfig, root: Path) -> dict:
     """Run every stage that is not finished yet and return ``{model: summary}``."""
     resume = bool(cfg.get("resume", False))
+    expected = retain_split_for(cfg.forget_split)
+    if cfg.retain_split != expected:
+        raise ValueError(
+            f"retain_split={cfg.retain_split} does not match forget_split={cfg.forget_split}: the retain reference "
+            f"must be trained without exactly the forgotten authors, so set retain_split={expected}"
+        )
     stages = {
         "finetune": _stage(cfg, cfg.finetune, train_split=cfg.data.train_split),
         "retain": _stage(cfg, cfg.finetune, train_split=cfg.retain_split),

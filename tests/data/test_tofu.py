@@ -3,7 +3,7 @@ import json
 import pytest
 
 import fedunlearn.data.tofu as tofu
-from fedunlearn.data.tofu import DataError, author_ids, forget_author_count, load_split
+from fedunlearn.data.tofu import DataError, author_ids, forget_author_count, load_split, retain_split_for
 
 # Record counts from the README of the local TOFU copy (one configuration of locuslab/TOFU per file).
 SPLIT_SIZES = {
@@ -157,3 +157,8 @@ def test_author_ids_groups_of_20():
 
 def test_author_ids_offset():
     assert author_ids(40, offset=198) == [198] * 20 + [199] * 20
+
+
+@pytest.mark.parametrize(("forget", "retain"), [("forget01", "retain99"), ("forget05", "retain95"), ("forget10", "retain90")])
+def test_retain_split_for(forget, retain):
+    assert retain_split_for(forget) == retain

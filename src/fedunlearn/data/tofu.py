@@ -113,3 +113,9 @@ def forget_author_count(forget_split: str) -> int:
     if not (forget_split.startswith("forget") and forget_split[6:].isdigit()):
         raise DataError(f"invalid forget split {forget_split!r}: expected forget01, forget05 or forget10")
     return int(forget_split[6:]) * NUM_AUTHORS // 100
+
+
+def retain_split_for(forget_split: str) -> str:
+    """Return the retain split that holds every author but those of ``forget_split`` (forget10 -> retain90)."""
+    forget_author_count(forget_split)
+    return f"retain{100 - int(forget_split[6:]):02d}"
