@@ -7,7 +7,7 @@ from fedunlearn.data.collator import pad_batch
 from fedunlearn.data.template import IGNORE_INDEX, tokenize_qa
 from fedunlearn.data.tofu import load_split
 from fedunlearn.losses import nll_loss
-from fedunlearn.unlearn.methods import METHODS, build_method
+from fedunlearn.unlearn.methods import METHODS, UnlearnContext, build_method
 from fedunlearn.unlearn.methods.grad_ascent import GradAscent
 from fedunlearn.unlearn.methods.grad_diff import GradDiff
 from fedunlearn.unlearn.methods.npo import NPO
@@ -47,7 +47,7 @@ def prepared(model, forget_examples, tokenizer):
     examples = [dict(e) for e in forget_examples]
 
     def prepare(method, on_model=model):
-        method.prepare(on_model, examples, tokenizer.pad_token_id)
+        method.prepare(on_model, examples, UnlearnContext(tokenizer, 512, 0))
         return examples
 
     return prepare

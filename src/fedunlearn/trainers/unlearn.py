@@ -34,7 +34,7 @@ from fedunlearn.models.sources import resolve_model_source
 from fedunlearn.trainers.common import open_output_dir, save_model, write_summary
 from fedunlearn.trainers.data import FederatedData, load_federated_data, tokenize_records
 from fedunlearn.trainers.finetune import fingerprint_config
-from fedunlearn.unlearn.methods import build_method
+from fedunlearn.unlearn.methods import UnlearnContext, build_method
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def federated_unlearn(cfg: DictConfig, output_dir: Path) -> Path:
     output_dir = open_output_dir(output_dir, cfg, "unlearn")
     examples = tokenize_records(tokenizer, data.records, cfg.model.get("template_args") or {}, cfg.data.max_length)
     forget = [examples[i] for i in forget_ids]
-    method.prepare(model, forget, tokenizer.pad_token_id)
+    method.prepare(model, forget, UnlearnContext(tokenizer, int(cfg.data.max_length), args.seed))
     clients = [unlearning_client(data, examples, k, target, method, method_args, args) for k in range(len(data.clients))]
     log.info("Client %d requests to forget %d records with %s", target, len(forget), type(method).__name__)
 

@@ -6,6 +6,8 @@ Mitigating Privacy Risks in Language Models").
 where ``NLL_forget`` is the mean NLL over all answer tokens of the forget batch
 (prompt and padding positions excluded). Minimising ``L`` makes the forget
 answers less likely without bound, so it is usually run for a few epochs only.
+OpenUnlearning's ``GradAscent`` has no settings and no retain term; neither has
+this one.
 """
 
 from __future__ import annotations

@@ -1,16 +1,17 @@
 """Negative Preference Optimization (Zhang et al., 2024, "Negative Preference
 Optimization: From Catastrophic Collapse to Effective Unlearning").
 
-    L = -(2 / beta) * mean_i log sigmoid(-beta * (log p_theta(y_i|x_i) - log p_ref(y_i|x_i)))
-        + alpha * NLL_retain
+    L = -gamma * (2 / beta) * mean_i log sigmoid(-beta * (log p_theta(y_i|x_i) - log p_ref(y_i|x_i)))
+        + alpha * L_retain
 
 ``log p(y|x)`` sums the log-probabilities of the answer tokens of forget item
 ``i`` (prompt and padding excluded); the mean runs over the items of the batch.
-``NLL_retain`` is the mean answer-token NLL of a batch of the client's own
-retained data. The reference ``p_ref`` is the model before unlearning: its
-log-probabilities of every forget item are computed once in ``prepare`` (in
-eval mode), so no second copy of the model is kept. Defaults as in
-OpenUnlearning: ``beta = 0.1``, ``alpha = 1``.
+``L_retain`` is the retain NLL or KL term of ``ForgetRetainMethod``. The
+reference ``p_ref`` is the model at the start of unlearning: its
+log-probability of every forget item is computed once in ``prepare`` (in eval
+mode), so training runs no reference forward pass for the forget term.
+Defaults as in OpenUnlearning's ``configs/trainer/NPO.yaml``: ``beta = 0.1``,
+``gamma = 1``, ``alpha = 1``, ``retain_loss_type = NLL``.
 """
 
 from __future__ import annotations
@@ -19,47 +20,50 @@ import torch
 import torch.nn.functional as F
 
 from fedunlearn.data.collator import pad_batch
-from fedunlearn.losses import nll_loss, sequence_nll
-from fedunlearn.unlearn.methods.base import UnlearningMethod
+from fedunlearn.losses import sequence_nll
+from fedunlearn.unlearn.methods.base import ForgetRetainMethod, check_positive
 
 
-class NPO(UnlearningMethod):
-    """NPO with a retain NLL term.
+class NPO(ForgetRetainMethod):
+    """NPO with a retain term.
 
     Args:
-        beta: inverse temperature (default 0.1).
+        beta: inverse temperature (> 0, default 0.1).
+        gamma: weight of the forget term (default 1.0).
         alpha: weight of the retain term (default 1.0); 0 drops it.
+        retain_loss_type: ``NLL`` (default) or ``KL``.
         batch_size: batch size of the reference pass in ``prepare`` (default 16).
     """
 
-    def __init__(self, beta: float = 0.1, alpha: float = 1.0, batch_size: int = 16):
-        if beta <= 0:
-            raise ValueError(f"NPO beta must be > 0, got {beta}")
-        self.beta = float(beta)
-        self.alpha = float(alpha)
-        self.batch_size = batch_size
-        self.needs_retain = self.alpha != 0
+    def __init__(self, beta: float = 0.1, gamma: float = 1.0, alpha: float = 1.0, retain_loss_type: str = "NLL",
+                 batch_size: int = 16):
+        super().__init__(gamma, alpha, retain_loss_type)
+        self.beta = check_positive("NPO", "beta", beta)
+        self.batch_size = int(check_positive("NPO", "batch_size", batch_size))
 
-    @torch.no_grad()
-    def prepare(self, model, forget_examples, pad_token_id):
-        """Store each forget example's reference NLL under the key ``ref_nll``."""
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        for start in range(0, len(forget_examples), self.batch_size):
-            chunk = forget_examples[start : start + self.batch_size]
-            inputs = {k: v.to(device) for k, v in pad_batch(chunk, pad_token_id).items()}
-            for example, nll in zip(chunk, sequence_nll(model, inputs).tolist()):
-                example["ref_nll"] = nll
-        model.train(was_training)
+    def prepare(self, model, forget_examples, context):
+        super().prepare(model, forget_examples, context)
+        store_reference_nll(model, forget_examples, context.pad_token_id, self.batch_size)
 
-    def compute_loss(self, model, batch):
-        forget = batch["forget"]
+    def forget_loss(self, model, forget):
         if "ref_nll" not in forget:
             raise RuntimeError("NPO.prepare must run before training: the forget batch has no ref_nll")
         # log p_theta - log p_ref = NLL_ref - NLL_theta
         log_ratio = forget["ref_nll"].float() - sequence_nll(model, forget)
-        loss = -2.0 / self.beta * F.logsigmoid(-self.beta * log_ratio).mean()
-        if self.alpha:
-            loss = loss + self.alpha * nll_loss(model, batch["retain"])
-        return loss
+        return -2.0 / self.beta * F.logsigmoid(-self.beta * log_ratio).mean()
+
+
+@torch.no_grad()
+def store_reference_nll(model, examples: list[dict], pad_token_id: int, batch_size: int) -> None:
+    """Store each example's summed answer-token NLL under the model, in eval mode, under the key ``ref_nll``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            inputs = {k: v.to(device) for k, v in pad_batch(chunk, pad_token_id).items()}
+            for example, nll in zip(chunk, sequence_nll(model, inputs).tolist()):
+                example["ref_nll"] = nll
+    finally:
+        model.train(was_training)
