@@ -1,4 +1,4 @@
-"""Greedy answer generation for the TOFU ROUGE metrics."""
+"""Greedy generation for the ROUGE metrics: answers to TOFU questions and continuations of MUSE prompts."""
 
 from __future__ import annotations
 
@@ -25,10 +25,27 @@ def generate_answers(
     """Generate an answer to each question by greedy decoding and return the answers in input order.
 
     Prompts are the ones ``answer_nll`` scores (``format_prompt`` with
-    ``template_args``), sorted by length and left-padded into batches of
+    ``template_args``); ``generate_continuations`` decodes them.
+    """
+    prompts = [_prompt_ids(tokenizer, question, template_args) for question in questions]
+    return generate_continuations(model, tokenizer, prompts, batch_size, max_new_tokens, show_progress, desc)
+
+
+def generate_continuations(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    batch_size: int = 16,
+    max_new_tokens: int = 200,
+    show_progress: bool = False,
+    desc: str = "Generating",
+) -> list[str]:
+    """Continue each tokenised prompt by greedy decoding and return the decoded continuations in input order.
+
+    Prompts are sorted by length and left-padded into batches of
     ``batch_size``. Decoding stops at the model's EOS token or after
-    ``max_new_tokens`` tokens. Each answer is the decoded new tokens up to the
-    first EOS, without special tokens and without surrounding whitespace.
+    ``max_new_tokens`` tokens. Each continuation is the decoded new tokens up to
+    the first EOS, without special tokens and without surrounding whitespace.
 
     Padding is done here, so ``tokenizer.padding_side`` is never changed. The
     model runs in eval mode on its own device and goes back to train mode
@@ -43,7 +60,7 @@ def generate_answers(
     if pad_token_id is None:
         raise ValueError("the tokenizer has neither a pad nor an EOS token: set tokenizer.pad_token before generating")
 
-    prompts = [_prompt_ids(tokenizer, question, template_args) for question in questions]
+    prompts = [list(prompt) for prompt in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     eos_ids = _eos_token_ids(model, tokenizer)
     device = next(model.parameters()).device
