@@ -85,19 +85,21 @@ def run_client_round(
     seed: int,
     pad_token_id: int,
     progress=None,
+    step_hook=None,
 ) -> ClientUpdate:
     """One client's part of a round, the same in every runtime.
 
     Loads the global state into the model's trainable parameters, trains on
     the client's streams with the round's ``config`` (what the aggregator's
     ``configure_train`` sent), and returns the trained state. The client
-    trains with seed ``seed + 1000 * server_round + client_id``.
+    trains with seed ``seed + 1000 * server_round + client_id``. ``step_hook``
+    is passed to ``train_locally``.
     """
     load_trainable_state(model, global_state)
     metrics = train_locally(
         model, client.streams, client.anchor, client.objective, client.args,
         seed=seed + 1000 * server_round + client.client_id, pad_token_id=pad_token_id,
-        proximal_mu=float(config.get("proximal_mu", 0.0)), progress=progress,
+        proximal_mu=float(config.get("proximal_mu", 0.0)), progress=progress, step_hook=step_hook,
     )
     return ClientUpdate(client.client_id, get_trainable_state(model), client.num_examples, metrics, client.role)
 
@@ -137,6 +139,7 @@ def train_locally(
     pad_token_id: int,
     proximal_mu: float = 0.0,
     progress=None,
+    step_hook=None,
 ) -> dict[str, float]:
     """Train the model's trainable parameters in place and return loss metrics.
 
@@ -144,7 +147,9 @@ def train_locally(
     With ``proximal_mu > 0`` the loss gains ``mu/2 * ||w - w_start||^2`` over
     the trainable parameters, ``w_start`` being their values on entry (the
     global state the server sent). Shuffling and dropout draw from ``seed``
-    alone, so a client's round is reproducible.
+    alone, so a client's round is reproducible. ``step_hook(params)``, when
+    given, runs after every optimizer step on the list of trainable parameters
+    (the projection of projected gradient ascent, for example).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     device = params[0].device
@@ -173,11 +178,11 @@ def train_locally(
         losses.append(loss.item())
         micro += 1
         if micro % args.gradient_accumulation_steps == 0:
-            _optimizer_step(params, optimizer, scheduler, args.max_grad_norm)
+            _optimizer_step(params, optimizer, scheduler, args.max_grad_norm, step_hook)
         if progress is not None:
             progress.update(1)
     if micro % args.gradient_accumulation_steps:
-        _optimizer_step(params, optimizer, scheduler, args.max_grad_norm)
+        _optimizer_step(params, optimizer, scheduler, args.max_grad_norm, step_hook)
     model.train(was_training)
     return {"loss": sum(losses) / max(len(losses), 1), "steps": micro}
 
@@ -194,9 +199,12 @@ def count_batches(num_anchor: int, args: TrainingArgs) -> int:
     return math.ceil(batches_per_epoch * args.num_train_epochs)
 
 
-def _optimizer_step(params, optimizer, scheduler, max_grad_norm: float) -> None:
+def _optimizer_step(params, optimizer, scheduler, max_grad_norm: float, step_hook=None) -> None:
     if max_grad_norm and max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    if step_hook is not None:
+        with torch.no_grad():
+            step_hook(params)
