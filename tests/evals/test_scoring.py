@@ -3,7 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from fedunlearn.data.template import IGNORE_INDEX, tokenize_qa
-from fedunlearn.evals.scoring import answer_nll
+from evals.hand_scores import manual_token_stats
+
+from fedunlearn.evals.scoring import answer_nll, score_answers, score_examples
 
 CHAT = {"apply_chat_template": True}
 PLAIN = {"apply_chat_template": False}
@@ -89,3 +91,34 @@ def test_answer_nll_bfloat16_autocast_close_to_float32(tiny_llama, tokenizer):
 def test_answer_nll_rejects_length_mismatch(tiny_llama, tokenizer):
     with pytest.raises(ValueError, match="2 questions but 1 answers"):
         answer_nll(tiny_llama, tokenizer, [SHORT[0], LONG[0]], [SHORT[1]], CHAT)
+
+
+def test_score_answers_matches_manual_statistics(tiny_llama, tokenizer):
+    expected = manual_token_stats(tiny_llama, tokenizer, *LONG, CHAT)
+
+    [scores] = score_answers(tiny_llama, tokenizer, [LONG[0]], [LONG[1]], CHAT)
+
+    assert scores.target_ids.tolist() == expected["target_ids"]
+    assert scores.token_logprobs == pytest.approx(expected["logprobs"], rel=1e-4, abs=1e-5)
+    assert scores.greedy_match.tolist() == expected["match"]
+    assert scores.vocab_mean == pytest.approx(expected["mean"], rel=1e-4)
+    assert scores.vocab_var == pytest.approx(expected["var"], rel=1e-3, abs=1e-5)
+
+
+def test_score_answers_padding_keeps_statistics(tiny_llama, tokenizer):
+    [alone] = score_answers(tiny_llama, tokenizer, [SHORT[0]], [SHORT[1]], CHAT)
+
+    batched = score_answers(tiny_llama, tokenizer, [LONG[0], SHORT[0]], [LONG[1], SHORT[1]], CHAT, batch_size=2)
+
+    assert batched[1].target_ids.tolist() == alone.target_ids.tolist()
+    assert batched[1].token_logprobs == pytest.approx(alone.token_logprobs, rel=1e-5)
+    assert batched[1].greedy_match.tolist() == alone.greedy_match.tolist()
+    assert batched[1].vocab_var == pytest.approx(alone.vocab_var, rel=1e-4)
+
+
+def test_score_examples_rejects_example_without_targets(tiny_llama, tokenizer):
+    example = tokenize_qa(tokenizer, *SHORT, CHAT)
+    example["labels"] = [IGNORE_INDEX] * len(example["labels"])
+
+    with pytest.raises(ValueError, match="example 0 has no target token"):
+        score_examples(tiny_llama, [example], tokenizer.pad_token_id)

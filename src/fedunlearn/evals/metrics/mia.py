@@ -8,7 +8,7 @@ for example TOFU's holdout set) into the ROC AUC of telling them apart:
 
 * 1.0: members score lower than every non-member, so the model still "knows" them;
 * 0.5: members and non-members are indistinguishable. Unlearning aims at the
-  AUC of a model that never saw the members; on TOFU, where both sets are
+  AUC of a model that never saw the members. On TOFU, where both sets are
   fictitious authors, that AUC is expected near 0.5;
 * below 0.5: members look less likely than data the model never saw.
 
@@ -111,13 +111,14 @@ def vocab_moments(log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     ``log_probs`` has shape ``(..., vocab)`` and contains normalised log-probabilities
     (``log_softmax`` of the logits). Returns ``mu = sum_v p(v) log p(v)`` (minus the
-    entropy) and ``sigma2 = sum_v p(v) log p(v)^2 - mu^2``, each of shape ``(...)``,
-    computed in float32.
+    entropy) and ``sigma2 = sum_v p(v) (log p(v) - mu)^2``, each of shape ``(...)``,
+    computed in float32. ``sigma2`` equals OpenUnlearning's ``sum_v p(v) log p(v)^2 - mu^2``
+    but avoids its cancellation error: both terms are near ``log(vocab)^2``.
     """
     log_probs = log_probs.float()
     probs = log_probs.exp()
     mean = (probs * log_probs).sum(dim=-1)
-    var = (probs * log_probs.square()).sum(dim=-1) - mean.square()
+    var = (probs * (log_probs - mean.unsqueeze(-1)).square()).sum(dim=-1)
     return mean, var
 
 
