@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fedunlearn.data import muse
 from fedunlearn.data.partition import partition_records
 from fedunlearn.data.template import tokenize_qa
 from fedunlearn.data.tofu import NUM_AUTHORS, QUESTIONS_PER_AUTHOR, DataError, author_ids, forget_author_count, load_split
@@ -45,10 +46,18 @@ def split_authors(split: str, num_records: int) -> list[int]:
 def load_federated_data(
     split: str, forget_split: str, method_args: Mapping[str, Any], data_cfg: Mapping[str, Any], data_dir, seed: int
 ) -> FederatedData:
-    """Load ``split``, keep ``data.max_authors`` non-forget authors if set, and partition it."""
-    records = load_split(split, data_dir)
-    authors = split_authors(split, len(records))
-    forget_authors = _forget_authors(forget_split, data_dir, split, records, authors)
+    """Load ``split``, keep ``data.max_authors`` non-forget authors if set, and partition it.
+
+    For MUSE (``data.dataset: MUSE``) the records are token windows of the
+    documents of ``split`` (a list of MUSE splits), and a document plays the
+    part of a TOFU author: see ``fedunlearn.data.muse.training_records``.
+    """
+    if data_cfg.get("dataset") == "MUSE":
+        records, authors, forget_authors = muse.training_records(data_cfg, split, forget_split, data_dir)
+    else:
+        records = load_split(split, data_dir)
+        authors = split_authors(split, len(records))
+        forget_authors = _forget_authors(forget_split, data_dir, split, records, authors)
 
     max_authors = data_cfg.get("max_authors")
     if max_authors is not None:
@@ -67,6 +76,7 @@ def load_federated_data(
         scheme=str(method_args.get("partition", "author")),
         target_holds_retain=bool(method_args.get("target_holds_retain", True)),
         seed=seed,
+        alpha=float(method_args.get("partition_alpha", 0.5)),
     )
     for client_id, indices in enumerate(clients):
         forget = sum(authors[i] in forget_authors for i in indices)
@@ -96,5 +106,7 @@ def _forget_authors(forget_split: str, data_dir, split: str, records: list[dict]
 
 
 def tokenize_records(tokenizer, records: list[dict], template_args, max_length: int) -> list[dict]:
-    """Tokenise question-answer records for training."""
+    """Tokenise question-answer records, or turn MUSE token windows into pretraining examples, for training."""
+    if records and "input_ids" in records[0]:
+        return [muse.pretraining_example(tokenizer, r["input_ids"]) for r in records]
     return [tokenize_qa(tokenizer, r["question"], r["answer"], template_args, max_length) for r in records]
