@@ -84,9 +84,9 @@ def _train(cfg: DictConfig, path: Path) -> None:
 
 
 def _eval(cfg: DictConfig, path: Path) -> None:
-    from fedunlearn.trainers.evaluate import tofu_eval
+    from fedunlearn.trainers.evaluate import run_eval
 
-    tofu_eval(cfg, path)
+    run_eval(cfg, path)
 
 
 def _run(cfg: DictConfig, path: Path) -> None:

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-from cli_helpers import run_cli, tiny_overrides
 from omegaconf import OmegaConf
 
 from fedunlearn.evals.clients import CLIENTS_FILE, evaluate_clients, is_federation_config, load_federation, summary_rows
@@ -14,15 +13,6 @@ from fedunlearn.evals.scoring import answer_nll
 from fedunlearn.trainers.data import load_federated_data
 
 CHAT = {"apply_chat_template": True}
-TRAIN = ["train", "--config-name=train-lora.yaml", "experiment=finetune/tofu/default", "task_name=clients"]
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_llama_path, tofu_data_dir, tmp_path_factory):
-    """A real federated fine-tuning run of the tiny model: 3 clients, 5 authors (2 of forget01), 1 round."""
-    output_dir = tmp_path_factory.mktemp("federation") / "finetune"
-    assert run_cli(*TRAIN, *tiny_overrides(tiny_llama_path, tofu_data_dir, output_dir, rounds=1)) == 0
-    return output_dir
 
 
 @pytest.fixture(scope="module")
