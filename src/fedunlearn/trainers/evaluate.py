@@ -1,4 +1,4 @@
-"""The evaluation recipe: load a saved model and run the TOFU benchmark on it."""
+"""The evaluation recipe: load a saved model and run the TOFU or the MUSE benchmark on it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fedunlearn.data.muse import resolve_data_dir as resolve_muse_dir
+from fedunlearn.evals.muse import MuseSettings, evaluate_muse
 from fedunlearn.evals.clients import (
     CONFIG_FILE,
     Federation,
@@ -26,6 +28,13 @@ from fedunlearn.trainers.common import open_output_dir
 log = logging.getLogger(__name__)
 
 
+def run_eval(cfg: DictConfig, output_dir: Path) -> dict:
+    """Evaluate with the benchmark that ``cfg.eval`` configures: ``muse`` (``eval=muse``) or else ``tofu``."""
+    if "muse" in cfg.eval:
+        return muse_eval(cfg, output_dir)
+    return tofu_eval(cfg, output_dir)
+
+
 def tofu_eval(cfg: DictConfig, output_dir: Path) -> dict:
     """Evaluate ``cfg.model`` with ``cfg.eval.tofu`` and write TOFU_EVAL.json and TOFU_SUMMARY.json.
 
@@ -34,23 +43,62 @@ def tofu_eval(cfg: DictConfig, output_dir: Path) -> dict:
     """
     tofu = cfg.eval.tofu
     retain_logs_path = tofu.get("retain_logs_path")
-    if retain_logs_path and not Path(retain_logs_path).is_file():
-        raise FileNotFoundError(
-            f"retain_logs_path {retain_logs_path!r} not found: point it at the retain model's TOFU_EVAL.json, "
-            "or set retain_logs_path=null to skip forget_quality"
-        )
+    _check_retain_logs(retain_logs_path, "TOFU_EVAL.json", "skip forget_quality")
     # Read before open_output_dir, which writes this evaluation's config.yaml, possibly into the model folder.
     federation = _federation(cfg)
-    resolve_model_source(cfg.model.model_args.pretrained_model_name_or_path)
-    model, tokenizer = load_model_and_tokenizer(cfg.model)
-    model.eval()
-    output_dir = open_output_dir(output_dir, cfg, "eval")
+    model, tokenizer, output_dir = _load_for_eval(cfg, output_dir)
     device = next(model.parameters()).device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(tofu.get("bf16", False))):
         summary = _evaluate(model, tokenizer, cfg, output_dir, retain_logs_path, federation)
     for name, value in summary.items():
         log.info("%s: %s", name, value)
     return summary
+
+
+def muse_eval(cfg: DictConfig, output_dir: Path) -> dict:
+    """Evaluate ``cfg.model`` with ``cfg.eval.muse`` and write MUSE_EVAL.json and MUSE_SUMMARY.json."""
+    muse = cfg.eval.muse
+    retain_logs_path = muse.get("retain_logs_path")
+    _check_retain_logs(retain_logs_path, "MUSE_EVAL.json", "compare privleak against an AUC of 0.5")
+    resolve_muse_dir(cfg.get("data_dir"), str(muse.data_split))  # a missing corpus fails before the model loads
+    model, tokenizer, output_dir = _load_for_eval(cfg, output_dir)
+    bf16 = bool(muse.get("bf16", False))
+    settings = MuseSettings(
+        batch_size=int(muse.batch_size),
+        generation_batch_size=int(muse.generation.batch_size),
+        verbmem_max_new_tokens=int(muse.verbmem.max_new_tokens),
+        knowmem_max_new_tokens=int(muse.knowmem.max_new_tokens),
+        privleak_k=float(muse.privleak.k),
+        max_length=int(muse.max_length),
+        max_samples=muse.get("max_samples"),
+        autocast_dtype=torch.bfloat16 if bf16 else None,
+    )
+    device = next(model.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        summary = evaluate_muse(
+            model, tokenizer, cfg.model.get("template_args") or {}, corpus=str(muse.data_split), output_dir=output_dir,
+            data_dir=cfg.get("data_dir"), retain_logs_path=retain_logs_path, settings=settings,
+            metrics=list(muse.metrics), overwrite=bool(muse.get("overwrite", True)),
+        )
+    for name, value in summary.items():
+        log.info("%s: %s", name, value)
+    return summary
+
+
+def _check_retain_logs(retain_logs_path, file_name: str, without: str) -> None:
+    if retain_logs_path and not Path(retain_logs_path).is_file():
+        raise FileNotFoundError(
+            f"retain_logs_path {retain_logs_path!r} not found: point it at the retain model's {file_name}, "
+            f"or set retain_logs_path=null to {without}"
+        )
+
+
+def _load_for_eval(cfg: DictConfig, output_dir: Path):
+    """Load the model in eval mode and open the output folder; returns ``(model, tokenizer, output_dir)``."""
+    resolve_model_source(cfg.model.model_args.pretrained_model_name_or_path)
+    model, tokenizer = load_model_and_tokenizer(cfg.model)
+    model.eval()
+    return model, tokenizer, open_output_dir(output_dir, cfg, "eval")
 
 
 def _evaluate(model, tokenizer, cfg: DictConfig, output_dir: Path, retain_logs_path, federation) -> dict:
