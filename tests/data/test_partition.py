@@ -4,7 +4,7 @@ from fedunlearn.data.partition import partition_records
 from fedunlearn.data.tofu import NUM_AUTHORS, DataError, forget_author_count, load_split
 from fedunlearn.trainers.data import split_authors
 
-SCHEMES = ["author", "iid"]
+SCHEMES = ["author", "iid", "dirichlet", "quantity"]
 # forget10 contains the last 20 authors of full, and retain90 is full without them.
 FORGET_AUTHORS = set(range(NUM_AUTHORS - forget_author_count("forget10"), NUM_AUTHORS))
 
@@ -174,5 +174,67 @@ def test_zero_clients_raises():
 
 
 def test_unknown_scheme_raises():
-    with pytest.raises(ValueError, match=r"unknown partition 'dirichlet': choose one of \['author', 'iid'\]"):
-        partition_records([0, 1], set(), num_clients=1, target_client_idx=0, scheme="dirichlet")
+    with pytest.raises(ValueError, match=r"unknown partition 'shards': choose one of \['author', 'iid', 'dirichlet', 'quantity'\]"):
+        partition_records([0, 1], set(), num_clients=1, target_client_idx=0, scheme="shards")
+
+
+# --- Dirichlet over authors and quantity skew ------------------------------------------------------
+
+
+def author_shares(authors, clients):
+    """For each retained author, the sorted fractions of its records held by each client."""
+    counts = {}
+    for k, indices in enumerate(clients):
+        for i in indices:
+            if authors[i] not in FORGET_AUTHORS:
+                counts.setdefault(authors[i], [0] * len(clients))[k] += 1
+    return {a: sorted(c / sum(row) for c in row) for a, row in counts.items()}
+
+
+def test_dirichlet_small_alpha_keeps_authors_together(full):
+    _, authors = full
+    shares = author_shares(authors, deal(authors, "dirichlet", alpha=0.01))
+
+    # With alpha = 0.01 nearly every author sits on one client.
+    together = sum(s[-1] == 1.0 for s in shares.values())
+    assert together >= 0.9 * len(shares)
+
+
+def test_dirichlet_large_alpha_spreads_authors(full):
+    _, authors = full
+    shares = author_shares(authors, deal(authors, "dirichlet", alpha=1000.0))
+
+    # With alpha = 1000 each author's 20 records split about evenly: no client holds more than 10 of them.
+    assert all(s[0] > 0 for s in shares.values())
+    assert max(s[-1] for s in shares.values()) <= 0.5
+
+
+def test_quantity_skew_unequal_counts(full):
+    _, authors = full
+    skewed = [len(c) for c in deal(authors, "quantity", alpha=0.5, seed=2, target_holds_retain=False)]
+    even = [len(c) for c in deal(authors, "quantity", alpha=1000.0, target_holds_retain=False)]
+
+    # Clients 0 and 2 share the 3600 retained records: a skewed draw splits them unequally, a flat one evenly.
+    assert skewed[0] + skewed[2] == 3600
+    assert max(skewed[0], skewed[2]) > 2 * min(skewed[0], skewed[2])
+    assert abs(even[0] - even[2]) < 0.1 * 3600
+
+
+def test_quantity_skew_mixes_authors(full):
+    _, authors = full
+    clients = deal(authors, "quantity", alpha=1.0)
+
+    assert any(len(h) > 1 for h in holders_by_author(authors, clients).values())
+
+
+@pytest.mark.parametrize("scheme", ["dirichlet", "quantity"])
+@pytest.mark.parametrize("alpha", [0, -1.0])
+def test_bad_alpha_raises(scheme, alpha):
+    with pytest.raises(ValueError, match=f"trainer.method_args.partition_alpha must be > 0 for partition={scheme}, got {alpha}"):
+        partition_records([0, 1], set(), num_clients=1, target_client_idx=0, scheme=scheme, alpha=alpha)
+
+
+def test_skewed_empty_client_advice():
+    # Two records among 3 clients: at least one client receives none.
+    with pytest.raises(ValueError, match="received no records: raise partition_alpha, lower num_clients"):
+        partition_records([0, 0], set(), num_clients=3, target_client_idx=0, scheme="quantity")

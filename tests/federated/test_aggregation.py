@@ -83,10 +83,13 @@ def test_build_fedprox_with_mu():
 
 
 def test_build_unknown_names_choices():
-    with pytest.raises(ValueError, match=r"unknown aggregation_strategy 'FedAdam': choose one of \['FedAvg', 'FedProx'\]"):
-        build_aggregator("FedAdam")
+    with pytest.raises(ValueError, match=r"unknown aggregation_strategy 'FedAdamW': choose one of \['FedAvg', 'FedProx', "
+                                         r"'FedAvgM', 'FedAdam', 'FedYogi', 'FedAdagrad', 'SCAFFOLD', 'FedMedian', "
+                                         r"'FedTrimmedAvg'\]"):
+        build_aggregator("FedAdamW")
 
 
 def test_build_bad_kwargs_raises():
-    with pytest.raises(ValueError, match="invalid arguments for aggregation_strategy FedAvg"):
+    with pytest.raises(ValueError, match=r"unknown trainer.method_args.aggregation_args \['proximal_mu'\] for "
+                                         r"aggregation_strategy=FedAvg: valid keys are none"):
         build_aggregator("FedAvg", proximal_mu=0.1)

@@ -1,6 +1,5 @@
 import pytest
 import torch
-from torch import nn
 
 from fedunlearn.federated.aggregation import FedAvg, FedProx
 from fedunlearn.federated.client import Client, TrainingArgs
@@ -9,32 +8,10 @@ from fedunlearn.federated.runtime.inprocess import InProcessRuntime
 from fedunlearn.federated.server import FederatedServer, ResumeError
 from fedunlearn.federated.state import get_trainable_state
 
+from .toy import LinearObjective, Weights, examples
+
 ARGS = TrainingArgs(learning_rate=0.1, per_device_train_batch_size=1, num_train_epochs=1, max_grad_norm=0)
-
-
-class Weights(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.w = nn.Parameter(torch.tensor([1.0, -2.0]))
-
-
-class LinearObjective:
-    """Loss ``c . w``, whose gradient is ``c`` at every ``w``. Records ``w`` at each call."""
-
-    def __init__(self, c):
-        self.c = torch.tensor(c)
-        self.seen = []
-
-    def compute_loss(self, model, batch):
-        self.seen.append(model.w.detach().clone())
-        return (self.c * model.w).sum()
-
-
 START = get_trainable_state(Weights())
-
-
-def examples(count):
-    return [{"input_ids": [i], "attention_mask": [1], "labels": [i]} for i in range(count)]
 
 
 def make_server(model, root, aggregator, num_rounds=1, fingerprint="fp"):

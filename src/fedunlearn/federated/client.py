@@ -2,14 +2,15 @@
 
 The loop is written out instead of using ``transformers.Trainer`` because it
 runs once per client per round on a model shared by all clients, and because
-federated algorithms change its innards (the FedProx proximal term here, control
-variates later). It takes the Trainer's argument names so configs read the same.
+federated algorithms change its innards (the FedProx proximal term, the
+SCAFFOLD correction). It takes the Trainer's argument names so configs read the same.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -18,6 +19,7 @@ from transformers import get_scheduler
 
 from fedunlearn.data.collator import pad_batch
 from fedunlearn.federated.aggregation.base import ClientUpdate
+from fedunlearn.federated.aggregation.scaffold import CONTROL_DELTA_KEY, client_correction, update_client_control
 from fedunlearn.federated.state import get_trainable_state, load_trainable_state
 
 
@@ -86,22 +88,45 @@ def run_client_round(
     pad_token_id: int,
     progress=None,
     step_hook=None,
+    client_state: dict | None = None,
 ) -> ClientUpdate:
     """One client's part of a round, the same in every runtime.
 
     Loads the global state into the model's trainable parameters, trains on
-    the client's streams with the round's ``config`` (what the aggregator's
-    ``configure_train`` sent), and returns the trained state. The client
+    the client's streams with the round's ``config`` (what the server's
+    ``configure_round`` sent), and returns the trained state. The client
     trains with seed ``seed + 1000 * server_round + client_id``. ``step_hook``
     is passed to ``train_locally``.
+
+    Config entries read here: ``proximal_mu`` (FedProx), ``lr_scale`` (this
+    round's factor on ``learning_rate``, default 1) and ``scaffold_control``
+    (SCAFFOLD's server control variate). ``client_state`` is a dict that the
+    runtime keeps for this client across rounds and resumed runs; SCAFFOLD
+    stores the client control variate there and returns its change in
+    ``extra_states["control_delta"]`` (see ``aggregation/scaffold.py``).
     """
     load_trainable_state(model, global_state)
+    args = client.args
+    lr_scale = float(config.get("lr_scale", 1.0))
+    if lr_scale != 1.0:
+        args = dataclasses.replace(args, learning_rate=args.learning_rate * lr_scale)
+    correction = client_correction(config, client_state, global_state)
+
     metrics = train_locally(
-        model, client.streams, client.anchor, client.objective, client.args,
+        model, client.streams, client.anchor, client.objective, args,
         seed=seed + 1000 * server_round + client.client_id, pad_token_id=pad_token_id,
         proximal_mu=float(config.get("proximal_mu", 0.0)), progress=progress, step_hook=step_hook,
+        control_correction=None if correction is None else list(correction.values()),
     )
-    return ClientUpdate(client.client_id, get_trainable_state(model), client.num_examples, metrics, client.role)
+    state = get_trainable_state(model)
+
+    extra_states = {}
+    if correction is not None:
+        learning_rate_sum = metrics.pop("learning_rate_sum")
+        extra_states[CONTROL_DELTA_KEY] = update_client_control(
+            client_state, correction, global_state, state, learning_rate_sum
+        )
+    return ClientUpdate(client.client_id, state, client.num_examples, metrics, client.role, extra_states)
 
 
 def batch_loader(
@@ -140,6 +165,7 @@ def train_locally(
     proximal_mu: float = 0.0,
     progress=None,
     step_hook=None,
+    control_correction: Sequence[torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Train the model's trainable parameters in place and return loss metrics.
 
@@ -150,9 +176,20 @@ def train_locally(
     alone, so a client's round is reproducible. ``step_hook(params)``, when
     given, runs after every optimizer step on the list of trainable parameters
     (the projection of projected gradient ascent, for example).
+
+    ``control_correction`` (SCAFFOLD's c − c_i, one tensor per trainable
+    parameter in order) is applied after every optimizer step as
+    ``w ← w − η_k (c − c_i)``, η_k being that step's learning rate, and the
+    metrics then include ``learning_rate_sum`` = Σ_k η_k. With SGD this is the
+    paper's step on ``g − c_i + c``; with AdamW the correction is kept out of
+    the adaptive moments (decoupled, like AdamW's weight decay, and as
+    OpenFedLLM applies it), so it moves the weights by η_k (c − c_i) as in the paper.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     device = params[0].device
+    correction = None
+    if control_correction is not None:
+        correction = [c.to(p.device, p.dtype) for c, p in zip(control_correction, params, strict=True)]
     start = [p.detach().clone() for p in params] if proximal_mu > 0 else None
 
     torch.manual_seed(seed)
@@ -168,6 +205,7 @@ def train_locally(
     model.train()
     losses: list[float] = []
     micro = 0
+    learning_rate_sum = 0.0
     for batch in batch_loader(streams, anchor, args.per_device_train_batch_size, num_batches, generator, pad_token_id):
         batch = {name: {k: v.to(device) for k, v in b.items()} for name, b in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
@@ -178,13 +216,16 @@ def train_locally(
         losses.append(loss.item())
         micro += 1
         if micro % args.gradient_accumulation_steps == 0:
-            _optimizer_step(params, optimizer, scheduler, args.max_grad_norm, step_hook)
+            learning_rate_sum += _optimizer_step(params, optimizer, scheduler, args.max_grad_norm, step_hook, correction)
         if progress is not None:
             progress.update(1)
     if micro % args.gradient_accumulation_steps:
-        _optimizer_step(params, optimizer, scheduler, args.max_grad_norm, step_hook)
+        learning_rate_sum += _optimizer_step(params, optimizer, scheduler, args.max_grad_norm, step_hook, correction)
     model.train(was_training)
-    return {"loss": sum(losses) / max(len(losses), 1), "steps": micro}
+    metrics = {"loss": sum(losses) / max(len(losses), 1), "steps": micro}
+    if correction is not None:
+        metrics["learning_rate_sum"] = learning_rate_sum
+    return metrics
 
 
 def count_batches(num_anchor: int, args: TrainingArgs) -> int:
@@ -199,12 +240,19 @@ def count_batches(num_anchor: int, args: TrainingArgs) -> int:
     return math.ceil(batches_per_epoch * args.num_train_epochs)
 
 
-def _optimizer_step(params, optimizer, scheduler, max_grad_norm: float, step_hook=None) -> None:
+def _optimizer_step(params, optimizer, scheduler, max_grad_norm: float, step_hook=None, correction=None) -> float:
+    """Take one optimizer step (then the SCAFFOLD correction and ``step_hook``) and return its learning rate."""
     if max_grad_norm and max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    learning_rate = optimizer.param_groups[0]["lr"]
     optimizer.step()
+    if correction is not None:
+        with torch.no_grad():
+            for param, term in zip(params, correction):
+                param.add_(term, alpha=-learning_rate)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     if step_hook is not None:
         with torch.no_grad():
             step_hook(params)
+    return learning_rate

@@ -76,6 +76,7 @@ def load_federated_data(
         scheme=str(method_args.get("partition", "author")),
         target_holds_retain=bool(method_args.get("target_holds_retain", True)),
         seed=seed,
+        alpha=float(method_args.get("partition_alpha", 0.5)),
     )
     for client_id, indices in enumerate(clients):
         forget = sum(authors[i] in forget_authors for i in indices)

@@ -5,6 +5,11 @@ Like Flower's strategies, an algorithm overrides two steps: ``configure_train``
 ``proximal_mu``) and ``aggregate_train`` (the new global state from the
 clients' replies). Server optimizers such as FedAdam keep their state in
 ``state_dict`` so a resumed run continues exactly.
+
+A config value is a number, a string, or a state (a ``{name: tensor}`` dict
+such as SCAFFOLD's server control variate); a reply may carry states beyond
+the trained one in ``ClientUpdate.extra_states``. A runtime that sends rounds
+over a network carries each such state as an array record.
 """
 
 from __future__ import annotations
@@ -17,17 +22,25 @@ import torch
 
 @dataclass
 class ClientUpdate:
-    """One client's reply in a round: its locally trained state and example count."""
+    """One client's reply in a round: its locally trained state and example count.
+
+    ``extra_states`` holds the other states the algorithm asks for, keyed by
+    name, each with the keys and shapes of ``state`` (SCAFFOLD: ``control_delta``).
+    """
 
     client_id: int
     state: OrderedDict[str, torch.Tensor]
     num_examples: int
     metrics: dict[str, float] = field(default_factory=dict)
     role: str = "train"
+    extra_states: dict[str, OrderedDict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 class Aggregator:
     """Base class: the example-weighted mean of the client states (FedAvg)."""
+
+    def setup(self, client_ids: list[int]) -> None:
+        """Receive every client of the federation before the first round (SCAFFOLD counts them)."""
 
     def configure_train(self, server_round: int) -> dict:
         """Return the settings sent to every client this round."""

@@ -8,6 +8,7 @@ that ``configure_train`` sends.
 """
 
 from fedunlearn.federated.aggregation.base import Aggregator
+from fedunlearn.federated.aggregation.fedopt import as_float
 
 
 class FedProx(Aggregator):
@@ -18,9 +19,9 @@ class FedProx(Aggregator):
     """
 
     def __init__(self, proximal_mu: float = 0.01):
-        if proximal_mu < 0:
+        self.proximal_mu = as_float("proximal_mu", proximal_mu)
+        if self.proximal_mu < 0:
             raise ValueError(f"proximal_mu must be >= 0, got {proximal_mu}")
-        self.proximal_mu = float(proximal_mu)
 
     def configure_train(self, server_round: int) -> dict:
         return {"proximal_mu": self.proximal_mu}
