@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from fedunlearn.federated.server import ResumeError
+from fedunlearn.federated.server import ResumeError, RoundFailedError
 
 log = logging.getLogger("fedunlearn")
 
@@ -31,7 +31,7 @@ commands:
 Run 'fedunlearn COMMAND --help' for the settings of a command."""
 
 # Errors that a user's settings or files cause: reported in one line, without a traceback.
-USER_ERRORS = (ValueError, KeyError, OSError, ResumeError)
+USER_ERRORS = (ValueError, KeyError, OSError, ResumeError, RoundFailedError)
 
 
 def output_dir(cfg: DictConfig) -> Path:

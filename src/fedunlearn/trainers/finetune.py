@@ -15,10 +15,11 @@ import transformers
 from omegaconf import DictConfig, OmegaConf
 
 from fedunlearn.federated.aggregation import build_aggregator
+from fedunlearn.federated.aggregation.lora import prepare_lora_aggregation
 from fedunlearn.federated.client import Client, TrainingArgs
 from fedunlearn.federated.history import History
 from fedunlearn.federated.runtime.inprocess import InProcessRuntime
-from fedunlearn.federated.server import FederatedServer, run_fingerprint
+from fedunlearn.federated.server import FederatedServer, RoundSettings, run_fingerprint
 from fedunlearn.federated.state import get_trainable_state, load_trainable_state
 from fedunlearn.losses import FineTune
 from fedunlearn.models.loading import load_model_and_tokenizer, trainable_parameter_count
@@ -36,11 +37,13 @@ def federated_finetune(cfg: DictConfig, output_dir: Path) -> Path:
     if int(method_args.global_rounds) < 1:
         raise ValueError(f"trainer.method_args.global_rounds must be >= 1, got {method_args.global_rounds}")
     aggregator = build_aggregator(method_args.aggregation_strategy, **(method_args.get("aggregation_args") or {}))
+    settings = RoundSettings.from_method_args(method_args)
     resolve_model_source(cfg.model.model_args.pretrained_model_name_or_path)
     data = load_federated_data(cfg.data.train_split, cfg.forget_split, method_args, cfg.data, cfg.get("data_dir"), args.seed)
 
     transformers.set_seed(args.seed)
     model, tokenizer = load_model_and_tokenizer(cfg.model)
+    prepare_lora_aggregation(model, method_args.get("lora_aggregation") or "separate")
     trainable, total = trainable_parameter_count(model)
     log.info("Model: %s trainable of %s parameters", f"{trainable:,}", f"{total:,}")
     output_dir = open_output_dir(output_dir, cfg, "finetune")
@@ -50,7 +53,7 @@ def federated_finetune(cfg: DictConfig, output_dir: Path) -> Path:
     runtime = InProcessRuntime(model, clients, seed=args.seed, pad_token_id=tokenizer.pad_token_id)
     server = FederatedServer(
         runtime, aggregator, History(output_dir / "federation"), num_rounds=int(method_args.global_rounds),
-        fingerprint=run_fingerprint(fingerprint_config(cfg)), desc="fine-tuning",
+        fingerprint=run_fingerprint(fingerprint_config(cfg)), desc="fine-tuning", settings=settings, seed=args.seed,
     )
     started = time.perf_counter()
     load_trainable_state(model, server.run(get_trainable_state(model), resume=bool(cfg.get("resume", False))))

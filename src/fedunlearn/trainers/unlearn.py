@@ -23,10 +23,11 @@ import transformers
 from omegaconf import DictConfig, OmegaConf
 
 from fedunlearn.federated.aggregation import build_aggregator
+from fedunlearn.federated.aggregation.lora import prepare_lora_aggregation
 from fedunlearn.federated.client import Client, TrainingArgs
 from fedunlearn.federated.history import History
 from fedunlearn.federated.runtime.inprocess import InProcessRuntime
-from fedunlearn.federated.server import FederatedServer, run_fingerprint
+from fedunlearn.federated.server import SERVER_KEYS, FederatedServer, RoundSettings, run_fingerprint
 from fedunlearn.federated.state import get_trainable_state, load_trainable_state
 from fedunlearn.losses import FineTune
 from fedunlearn.models.loading import load_model_and_tokenizer
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 FEDERATED_KEYS = {
     "num_clients", "target_client_idx", "partition", "target_holds_retain", "unlearn_trainer_cls",
     "aggregation_strategy", "aggregation_args", "global_rounds", "unlearn_epochs", "retain_epochs",
+    "partition_alpha", "lora_aggregation", *SERVER_KEYS,
 }
 
 
@@ -54,6 +56,7 @@ def federated_unlearn(cfg: DictConfig, output_dir: Path) -> Path:
     method = build_method(method_args["unlearn_trainer_cls"],
                           **{k: v for k, v in method_args.items() if k not in FEDERATED_KEYS})
     aggregator = build_aggregator(method_args["aggregation_strategy"], **(method_args.get("aggregation_args") or {}))
+    settings = RoundSettings.from_method_args(method_args)
     resolve_model_source(cfg.model.model_args.pretrained_model_name_or_path)
     data = load_federated_data(cfg.data.train_split, cfg.forget_split, method_args, cfg.data, cfg.get("data_dir"), args.seed)
 
@@ -62,6 +65,7 @@ def federated_unlearn(cfg: DictConfig, output_dir: Path) -> Path:
 
     transformers.set_seed(args.seed)
     model, tokenizer = load_model_and_tokenizer(cfg.model)
+    prepare_lora_aggregation(model, method_args.get("lora_aggregation") or "separate")
     output_dir = open_output_dir(output_dir, cfg, "unlearn")
     examples = tokenize_records(tokenizer, data.records, cfg.model.get("template_args") or {}, cfg.data.max_length)
     forget = [examples[i] for i in forget_ids]
@@ -72,7 +76,7 @@ def federated_unlearn(cfg: DictConfig, output_dir: Path) -> Path:
     runtime = InProcessRuntime(model, clients, seed=args.seed, pad_token_id=tokenizer.pad_token_id)
     server = FederatedServer(
         runtime, aggregator, History(output_dir / "federation"), num_rounds=int(method_args["global_rounds"]),
-        fingerprint=run_fingerprint(fingerprint_config(cfg)), desc="unlearning",
+        fingerprint=run_fingerprint(fingerprint_config(cfg)), desc="unlearning", settings=settings, seed=args.seed,
     )
     started = time.perf_counter()
     load_trainable_state(model, server.run(get_trainable_state(model), resume=bool(cfg.get("resume", False))))
