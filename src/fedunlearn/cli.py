@@ -21,12 +21,13 @@ from fedunlearn.federated.server import ResumeError, RoundFailedError
 
 log = logging.getLogger("fedunlearn")
 
-USAGE = """usage: fedunlearn {train,eval,run} [HYDRA OVERRIDES] [--help] [--cfg job] [-m]
+USAGE = """usage: fedunlearn {train,eval,run,compare} [HYDRA OVERRIDES] [--help] [--cfg job] [-m]
 
 commands:
   train   federated fine-tuning (--config-name=train-lora.yaml) or unlearning (--config-name=unlearn.yaml)
   eval    TOFU evaluation of a saved model
   run     the whole flow: fine-tune, retain reference, unlearn, evaluate, print the table
+  compare  every unlearning method x protocol on one fine-tuned federation, evaluated, on one table
 
 Run 'fedunlearn COMMAND --help' for the settings of a command."""
 
@@ -98,6 +99,16 @@ def _run(cfg: DictConfig, path: Path) -> None:
     print(f"\nResults: {path / 'results.md'}")
 
 
+
+def _compare(cfg: DictConfig, path: Path) -> None:
+    from fedunlearn.trainers.compare import markdown_table, run_compare
+
+    rows = run_compare(cfg, path)
+    print()
+    print(markdown_table(rows))
+    print(f"\nResults: {path / 'results.md'} and {path / 'results.csv'}")
+
+
 @hydra.main(config_path="configs", config_name="train", version_base=None)
 def train_main(cfg: DictConfig) -> None:
     _execute(cfg, _train)
@@ -113,7 +124,12 @@ def run_main(cfg: DictConfig) -> None:
     _execute(cfg, _run)
 
 
-COMMANDS = {"train": train_main, "eval": eval_main, "run": run_main}
+@hydra.main(config_path="configs", config_name="compare", version_base=None)
+def compare_main(cfg: DictConfig) -> None:
+    _execute(cfg, _compare)
+
+
+COMMANDS = {"train": train_main, "eval": eval_main, "run": run_main, "compare": compare_main}
 
 
 def main() -> None:

@@ -43,15 +43,15 @@ def run_pipeline(cfg: DictConfig, root: Path) -> dict:
             f"must be trained without exactly the forgotten authors, so set retain_split={expected}"
         )
     stages = {
-        "finetune": _stage(cfg, cfg.finetune, train_split=cfg.data.train_split),
-        "retain": _stage(cfg, cfg.finetune, train_split=cfg.retain_split),
+        "finetune": stage_config(cfg, cfg.finetune, train_split=cfg.data.train_split),
+        "retain": stage_config(cfg, cfg.finetune, train_split=cfg.retain_split),
     }
-    stages["unlearn"] = _stage(cfg, cfg.unlearn, train_split=cfg.data.train_split, model_path=root / "finetune")
+    stages["unlearn"] = stage_config(cfg, cfg.unlearn, train_split=cfg.data.train_split, model_path=root / "finetune")
     runners = {"finetune": federated_finetune, "retain": federated_finetune, "unlearn": federated_unlearn}
 
     for name in MODELS:
         folder = root / name
-        if resume and _model_complete(folder):
+        if resume and model_complete(folder):
             log.info("Stage %s already finished in %s: skipping", name, folder)
             continue
         log.info("Stage %s -> %s", name, folder)
@@ -65,8 +65,8 @@ def run_pipeline(cfg: DictConfig, root: Path) -> dict:
             log.info("Evaluation of %s already finished: skipping", name)
         else:
             log.info("Evaluating %s", name)
-            eval_cfg = _stage(cfg, None, model_path=root / name,
-                              retain_logs_path=str(retain_logs) if name != "retain" else None)
+            eval_cfg = stage_config(cfg, None, model_path=root / name,
+                                    retain_logs_path=str(retain_logs) if name != "retain" else None)
             tofu_eval(eval_cfg, folder)
         summaries[name] = json.loads((folder / "TOFU_SUMMARY.json").read_text())
 
@@ -91,9 +91,10 @@ def _format(value) -> str:
     return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
 
 
-def _stage(cfg: DictConfig, trainer, *, train_split=None, model_path=None, retain_logs_path=None) -> DictConfig:
+def stage_config(cfg: DictConfig, trainer, *, train_split=None, model_path=None, retain_logs_path=None) -> DictConfig:
+    """Return the config of one stage: ``cfg`` with ``trainer`` as its trainer and the given split, model and logs."""
     stage = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("finetune", "unlearn"):
+    for key in ("finetune", "unlearn", "compare"):
         stage.pop(key, None)
     if trainer is not None:
         stage["trainer"] = OmegaConf.to_container(trainer, resolve=True)
@@ -105,5 +106,6 @@ def _stage(cfg: DictConfig, trainer, *, train_split=None, model_path=None, retai
     return OmegaConf.create(stage)
 
 
-def _model_complete(folder: Path) -> bool:
+def model_complete(folder: Path) -> bool:
+    """Return whether ``folder`` holds a saved model and the summary written after it."""
     return (folder / "federation.json").is_file() and any((folder / m).is_file() for m in COMPLETE_MARKERS)
