@@ -21,13 +21,14 @@ from fedunlearn.federated.server import ResumeError, RoundFailedError
 
 log = logging.getLogger("fedunlearn")
 
-USAGE = """usage: fedunlearn {train,eval,run,compare} [HYDRA OVERRIDES] [--help] [--cfg job] [-m]
+USAGE = """usage: fedunlearn {train,eval,run,compare,partition} [HYDRA OVERRIDES] [--help] [--cfg job] [-m]
 
 commands:
   train   federated fine-tuning (--config-name=train-lora.yaml) or unlearning (--config-name=unlearn.yaml)
   eval    TOFU evaluation of a saved model
   run     the whole flow: fine-tune, retain reference, unlearn, evaluate, print the table
   compare  every unlearning method x protocol on one fine-tuned federation, evaluated, on one table
+  partition  write each client's records to its own file (flower.partition_dir), for runtime=flower
 
 Run 'fedunlearn COMMAND --help' for the settings of a command."""
 
@@ -129,7 +130,19 @@ def compare_main(cfg: DictConfig) -> None:
     _execute(cfg, _compare)
 
 
-COMMANDS = {"train": train_main, "eval": eval_main, "run": run_main, "compare": compare_main}
+def _partition(cfg: DictConfig, path: Path) -> None:
+    from fedunlearn.federated.runtime.flower.partition import partition_for_supernodes
+
+    print(partition_for_supernodes(cfg))
+
+
+@hydra.main(config_path="configs", config_name="train", version_base=None)
+def partition_main(cfg: DictConfig) -> None:
+    _execute(cfg, _partition)
+
+
+COMMANDS = {"train": train_main, "eval": eval_main, "run": run_main, "compare": compare_main,
+            "partition": partition_main}
 
 
 def main() -> None:

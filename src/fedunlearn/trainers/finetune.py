@@ -20,6 +20,7 @@ from fedunlearn.federated.aggregation import build_aggregator
 from fedunlearn.federated.aggregation.lora import prepare_lora_aggregation
 from fedunlearn.federated.client import Client, TrainingArgs
 from fedunlearn.federated.history import History
+from fedunlearn.federated.runtime.flower import runtime_is_flower
 from fedunlearn.federated.server import RoundSettings, run_fingerprint
 from fedunlearn.federated.state import get_trainable_state, load_trainable_state
 from fedunlearn.losses import FineTune
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 def federated_finetune(cfg: DictConfig, output_dir: Path) -> Path:
     """Run federated fine-tuning on ``cfg.data.train_split`` and save the global model to ``output_dir``."""
+    if runtime_is_flower(cfg):
+        from fedunlearn.federated.runtime.flower.launcher import launch_flower_run
+
+        return launch_flower_run(cfg, output_dir)
     method_args = cfg.trainer.method_args
     args = TrainingArgs.from_config(cfg.trainer.args)
     if int(method_args.global_rounds) < 1:

@@ -33,6 +33,7 @@ from fedunlearn.federated.aggregation import build_aggregator
 from fedunlearn.federated.aggregation.lora import prepare_lora_aggregation
 from fedunlearn.federated.client import Client, TrainingArgs
 from fedunlearn.federated.history import History
+from fedunlearn.federated.runtime.flower import runtime_is_flower
 from fedunlearn.federated.server import SERVER_KEYS, RoundSettings, run_fingerprint
 from fedunlearn.federated.state import load_trainable_state
 from fedunlearn.losses import FineTune
@@ -57,6 +58,10 @@ FEDERATED_KEYS = {
 
 def federated_unlearn(cfg: DictConfig, output_dir: Path) -> Path:
     """Serve the unlearning request with ``trainer.method_args.protocol`` and save the unlearned model to ``output_dir``."""
+    if runtime_is_flower(cfg):
+        from fedunlearn.federated.runtime.flower.launcher import launch_flower_run
+
+        return launch_flower_run(cfg, output_dir)
     # The protocols build on the trainers package, so they are imported when a run starts.
     from fedunlearn.unlearn.protocols import CostMeter, FineTunedFederation, UnlearningJob, build_protocol, build_request
 
