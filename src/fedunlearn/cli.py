@@ -21,13 +21,14 @@ from fedunlearn.federated.server import ResumeError, RoundFailedError
 
 log = logging.getLogger("fedunlearn")
 
-USAGE = """usage: fedunlearn {train,eval,run,compare,partition} [HYDRA OVERRIDES] [--help] [--cfg job] [-m]
+USAGE = """usage: fedunlearn {train,eval,run,compare,report,partition} [HYDRA OVERRIDES] [--help] [--cfg job] [-m]
 
 commands:
   train   federated fine-tuning (--config-name=train-lora.yaml) or unlearning (--config-name=unlearn.yaml)
   eval    TOFU evaluation of a saved model
   run     the whole flow: fine-tune, retain reference, unlearn, evaluate, print the table
   compare  every unlearning method x protocol on one fine-tuned federation, evaluated, on one table
+  report  write report.md and report.html (tables and PNG plots) for a results folder: fedunlearn report FOLDER
   partition  write each client's records to its own file (flower.partition_dir), for runtime=flower
 
 Run 'fedunlearn COMMAND --help' for the settings of a command."""
@@ -98,6 +99,7 @@ def _run(cfg: DictConfig, path: Path) -> None:
     print()
     print(results_table(summaries))
     print(f"\nResults: {path / 'results.md'}")
+    print(f"Report: {path / 'report' / 'report.html'}")
 
 
 
@@ -108,6 +110,12 @@ def _compare(cfg: DictConfig, path: Path) -> None:
     print()
     print(markdown_table(rows))
     print(f"\nResults: {path / 'results.md'} and {path / 'results.csv'}")
+
+
+def _partition(cfg: DictConfig, path: Path) -> None:
+    from fedunlearn.federated.runtime.flower.partition import partition_for_supernodes
+
+    print(partition_for_supernodes(cfg))
 
 
 @hydra.main(config_path="configs", config_name="train", version_base=None)
@@ -130,12 +138,6 @@ def compare_main(cfg: DictConfig) -> None:
     _execute(cfg, _compare)
 
 
-def _partition(cfg: DictConfig, path: Path) -> None:
-    from fedunlearn.federated.runtime.flower.partition import partition_for_supernodes
-
-    print(partition_for_supernodes(cfg))
-
-
 @hydra.main(config_path="configs", config_name="train", version_base=None)
 def partition_main(cfg: DictConfig) -> None:
     _execute(cfg, _partition)
@@ -143,6 +145,32 @@ def partition_main(cfg: DictConfig) -> None:
 
 COMMANDS = {"train": train_main, "eval": eval_main, "run": run_main, "compare": compare_main,
             "partition": partition_main}
+
+
+def report_main() -> None:
+    """``fedunlearn report FOLDER [--output DIR]``: write the report of a results folder (plain argparse, no Hydra)."""
+    import argparse
+
+    from fedunlearn.report import write_report
+
+    parser = argparse.ArgumentParser(
+        prog=sys.argv[0],
+        description="Write report.md, a self-contained report.html and PNG plots of every evaluation "
+                    "(TOFU_SUMMARY.json, MUSE_SUMMARY.json, ...) and federation (federation/history.json) below FOLDER.",
+    )
+    parser.add_argument("folder", help="a saves folder or a fedunlearn run folder")
+    parser.add_argument("--output", help="folder for the report files (default: FOLDER/report)")
+    args = parser.parse_args(sys.argv[1:])
+    try:
+        path = write_report(args.folder, args.output)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"Report: {path / 'report.html'}")
+    print(f"Markdown: {path / 'report.md'}")
+
+
+COMMANDS["report"] = report_main
 
 
 def main() -> None:

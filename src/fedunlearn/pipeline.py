@@ -7,6 +7,7 @@ Everything goes under one folder (``saves/run/<task_name>`` by default)::
     unlearn/           the fine-tuned model after the unlearning request
     eval/<model>/      TOFU_EVAL.json and TOFU_SUMMARY.json of each model
     results.json, results.md   the comparison table
+    report/            report.md, report.html and PNG plots (fedunlearn report)
 
 With ``resume=true`` a finished stage is skipped and an interrupted one
 continues from its last completed round.
@@ -21,6 +22,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fedunlearn.data.tofu import retain_split_for
+from fedunlearn.report import write_report
 from fedunlearn.trainers.common import COMPLETE_MARKERS
 from fedunlearn.trainers.evaluate import tofu_eval
 from fedunlearn.trainers.finetune import federated_finetune
@@ -73,6 +75,7 @@ def run_pipeline(cfg: DictConfig, root: Path) -> dict:
     write_json(root / "results.json", summaries)
     table = results_table(summaries)
     write_text(root / "results.md", table + "\n")
+    write_report(root)
     return summaries
 
 
