@@ -403,7 +403,7 @@ def test_weighted_ascent_by_hand(method, weight, model, forget_batch, retain_bat
 
 @pytest.mark.parametrize("ignore_first", [0, 1, 3])
 def test_ceu_by_hand(ignore_first, model, forget_batch):
-    rows = [row for row in answer_rows(model, forget_batch)]
+    rows = answer_rows(model, forget_batch)
     kept = []
     for b in range(2):
         kept += [row for row in rows if row[0] == b][ignore_first:]

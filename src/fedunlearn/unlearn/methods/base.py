@@ -183,16 +183,31 @@ class ForgetRetainMethod(UnlearningMethod):
 
 
 def check_non_negative(method: str, key: str, value) -> float:
-    """Return ``value`` as a float, or raise ``ValueError`` naming the key when it is negative."""
-    value = float(value)
-    if value < 0:
-        raise ValueError(f"{method} {key} must be >= 0, got {value}: set trainer.method_args.{key}")
-    return value
+    """Return ``value`` as a float, or raise ``ValueError`` naming the key unless it is a number >= 0."""
+    number = _as_number(method, key, value, ">= 0")
+    if number < 0:
+        raise ValueError(f"{method} {key} must be >= 0, got {number}: set trainer.method_args.{key}")
+    return number
 
 
 def check_positive(method: str, key: str, value) -> float:
-    """Return ``value`` as a float, or raise ``ValueError`` naming the key unless it is > 0."""
-    value = float(value)
-    if value <= 0:
-        raise ValueError(f"{method} {key} must be > 0, got {value}: set trainer.method_args.{key}")
-    return value
+    """Return ``value`` as a float, or raise ``ValueError`` naming the key unless it is a number > 0."""
+    number = _as_number(method, key, value, "> 0")
+    if number <= 0:
+        raise ValueError(f"{method} {key} must be > 0, got {number}: set trainer.method_args.{key}")
+    return number
+
+
+def check_integer(method: str, key: str, value, minimum: int) -> int:
+    """Return ``value`` as an int, or raise ``ValueError`` naming the key unless it is an integer >= ``minimum``."""
+    number = _as_number(method, key, value, f">= {minimum}")
+    if isinstance(value, bool) or number != int(number) or number < minimum:
+        raise ValueError(f"{method} {key} must be an integer >= {minimum}, got {value}: set trainer.method_args.{key}")
+    return int(number)
+
+
+def _as_number(method: str, key: str, value, requirement: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{method} {key} must be a number {requirement}, got {value!r}: set trainer.method_args.{key}") from None

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from fedunlearn.losses import answer_logits, soft_cross_entropy
-from fedunlearn.unlearn.methods.base import ForgetRetainMethod, check_non_negative
+from fedunlearn.unlearn.methods.base import ForgetRetainMethod, check_integer
 
 
 class CEU(ForgetRetainMethod):
@@ -37,12 +37,8 @@ class CEU(ForgetRetainMethod):
     def __init__(self, ignore_first_n_answer_tokens: int = 1, gamma: float = 1.0, alpha: float = 0.0,
                  retain_loss_type: str = "NLL"):
         super().__init__(gamma, alpha, retain_loss_type)
-        if int(ignore_first_n_answer_tokens) != ignore_first_n_answer_tokens or ignore_first_n_answer_tokens < 0:
-            raise ValueError(
-                f"CEU ignore_first_n_answer_tokens must be an integer >= 0, got {ignore_first_n_answer_tokens}: "
-                "set trainer.method_args.ignore_first_n_answer_tokens"
-            )
-        self.ignore_first_n_answer_tokens = int(ignore_first_n_answer_tokens)
+        self.ignore_first_n_answer_tokens = check_integer("CEU", "ignore_first_n_answer_tokens",
+                                                          ignore_first_n_answer_tokens, 0)
 
     def forget_loss(self, model, forget):
         logits, labels, mask = answer_logits(model, forget)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from fedunlearn.losses import sequence_nll
-from fedunlearn.unlearn.methods.base import ForgetRetainMethod, check_positive
+from fedunlearn.unlearn.methods.base import ForgetRetainMethod, check_integer, check_positive
 from fedunlearn.unlearn.methods.npo import store_reference_nll
 from fedunlearn.unlearn.methods.refusal import RefusalAnswers, require
 
@@ -43,7 +43,7 @@ class IdkDPO(ForgetRetainMethod):
                  batch_size: int = 16):
         super().__init__(gamma, alpha, retain_loss_type)
         self.beta = check_positive("IdkDPO", "beta", beta)
-        self.batch_size = int(check_positive("IdkDPO", "batch_size", batch_size))
+        self.batch_size = check_integer("IdkDPO", "batch_size", batch_size, 1)
 
     def prepare(self, model, forget_examples, context):
         super().prepare(model, forget_examples, context)

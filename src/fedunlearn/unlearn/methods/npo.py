@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from fedunlearn.data.collator import pad_batch
 from fedunlearn.losses import sequence_nll
-from fedunlearn.unlearn.methods.base import ForgetRetainMethod, check_positive
+from fedunlearn.unlearn.methods.base import ForgetRetainMethod, check_integer, check_positive
 
 
 class NPO(ForgetRetainMethod):
@@ -39,7 +39,7 @@ class NPO(ForgetRetainMethod):
                  batch_size: int = 16):
         super().__init__(gamma, alpha, retain_loss_type)
         self.beta = check_positive("NPO", "beta", beta)
-        self.batch_size = int(check_positive("NPO", "batch_size", batch_size))
+        self.batch_size = check_integer("NPO", "batch_size", batch_size, 1)
 
     def prepare(self, model, forget_examples, context):
         super().prepare(model, forget_examples, context)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from fedunlearn.data.template import IGNORE_INDEX
-from fedunlearn.unlearn.methods.base import ForgetRetainMethod, Reference, check_positive
+from fedunlearn.unlearn.methods.base import ForgetRetainMethod, check_integer, check_positive
 
 
 class RMU(ForgetRetainMethod):
@@ -46,9 +46,7 @@ class RMU(ForgetRetainMethod):
     def __init__(self, layer_id: int = 7, steering_coeff: float = 300.0, gamma: float = 1.0, alpha: float = 1000.0,
                  retain_loss_type: str = "EMBED_DIFF"):
         super().__init__(gamma, alpha, retain_loss_type)
-        if int(layer_id) != layer_id or layer_id < 0:
-            raise ValueError(f"RMU layer_id must be an integer >= 0, got {layer_id}: set trainer.method_args.layer_id")
-        self.layer_id = int(layer_id)
+        self.layer_id = check_integer("RMU", "layer_id", layer_id, 0)
         self.steering_coeff = check_positive("RMU", "steering_coeff", steering_coeff)
         self.control_vector: torch.Tensor | None = None
 
@@ -86,7 +84,8 @@ class RMU(ForgetRetainMethod):
         if self.retain_loss_type != "EMBED_DIFF":
             return super().retain_loss(model, retain)
         # Without LoRA the reference is a separate copy, whose own layer is hooked.
-        reference_model = self.reference.model_copy if self.reference and self.reference.model_copy else model
+        copied = self.reference is not None and self.reference.model_copy is not None
+        reference_model = self.reference.model_copy if copied else model
         reference = layer_output(self.layer(reference_model), lambda: self.reference_output(model, retain))
         hidden = layer_output(self.layer(model), lambda: model(input_ids=retain["input_ids"],
                                                                attention_mask=retain["attention_mask"]))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from fedunlearn.losses import answer_logits, soft_cross_entropy
-from fedunlearn.unlearn.methods.base import ForgetRetainMethod, Reference, check_positive
+from fedunlearn.unlearn.methods.base import ForgetRetainMethod, check_positive
 
 
 class UNDIAL(ForgetRetainMethod):
@@ -37,8 +37,8 @@ class UNDIAL(ForgetRetainMethod):
         super().__init__(gamma, alpha, retain_loss_type)
         self.beta = check_positive("UNDIAL", "beta", beta)
 
-    def prepare(self, model, forget_examples, context):
-        self.reference = Reference(model)
+    def needs_reference(self):
+        return True
 
     def forget_loss(self, model, forget):
         ref_logits = self.reference_output(model, forget).logits[:, :-1].float()
