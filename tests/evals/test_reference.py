@@ -75,3 +75,17 @@ def test_reference_losses_reject_other_vocabulary(tiny_llama_path, tokenizer, tm
 
     with pytest.raises(ValueError, match="uses a different vocabulary"):
         reference.avg_losses("forget01", examples)
+
+
+def test_reference_losses_cached_apart_under_autocast(tiny_llama_path, tokenizer, loader, tmp_path):
+    import torch
+
+    examples = [tokenize_qa(tokenizer, q, a, CHAT) for q, a in PAIRS]
+    full = ReferenceLosses(tiny_llama_path, loader, tokenizer, cache_root=tmp_path).avg_losses("forget01", examples)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = ReferenceLosses(tiny_llama_path, loader, tokenizer, cache_root=tmp_path).avg_losses("forget01", examples)
+
+    assert len(loader.calls) == 2
+    assert mixed != full
+    assert mixed == pytest.approx(full, rel=1e-2)

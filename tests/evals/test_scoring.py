@@ -122,3 +122,34 @@ def test_score_examples_rejects_example_without_targets(tiny_llama, tokenizer):
 
     with pytest.raises(ValueError, match="example 0 has no target token"):
         score_examples(tiny_llama, [example], tokenizer.pad_token_id)
+
+
+def test_score_answers_inherits_caller_autocast(tiny_llama, tokenizer):
+    [full] = score_answers(tiny_llama, tokenizer, [LONG[0]], [LONG[1]], CHAT)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        [mixed] = score_answers(tiny_llama, tokenizer, [LONG[0]], [LONG[1]], CHAT)
+
+    assert mixed.avg_loss != full.avg_loss
+    assert mixed.avg_loss == pytest.approx(full.avg_loss, rel=1e-2)
+
+
+class WithoutLogitsToKeep(torch.nn.Module):
+    """A causal LM whose forward takes only input_ids and attention_mask."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def test_score_answers_model_without_logits_to_keep(tiny_llama, tokenizer):
+    questions, answers = [LONG[0], SHORT[0]], [LONG[1], SHORT[1]]
+    expected = score_answers(tiny_llama, tokenizer, questions, answers, CHAT, batch_size=2)
+
+    got = score_answers(WithoutLogitsToKeep(tiny_llama), tokenizer, questions, answers, CHAT, batch_size=2)
+
+    for result, reference in zip(got, expected):
+        assert result.token_logprobs == pytest.approx(reference.token_logprobs, rel=1e-5)

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from fedunlearn.data.collator import pad_batch
 from fedunlearn.data.template import IGNORE_INDEX
-from fedunlearn.evals.scoring import POSITION_CHUNK
+from fedunlearn.evals.scoring import POSITION_CHUNK, target_logits
 
 
 def next_token_kl(
@@ -51,10 +51,10 @@ def next_token_kl(
             for start in range(0, len(order), batch_size):
                 indices = order[start : start + batch_size]
                 batch = pad_batch([examples[i] for i in indices], pad_token_id, padding_side="right")
-                logits = _logits(model, batch, device)
-                reference_logits = _logits(reference_model, batch, reference_device).to(device)
-                mask = batch["labels"][:, 1:].to(device) != IGNORE_INDEX
-                kl = _position_kl(logits[:, :-1][mask], reference_logits[:, :-1][mask])
+                mask = batch["labels"][:, 1:] != IGNORE_INDEX
+                logits = _target_logits(model, batch, mask, device)
+                reference_logits = _target_logits(reference_model, batch, mask, reference_device).to(device)
+                kl = _position_kl(logits, reference_logits)
                 for index, row_kl in zip(indices, kl.split(mask.sum(dim=1).tolist())):
                     results[index] = float(row_kl.mean())
                 progress.update(len(indices))
@@ -64,8 +64,11 @@ def next_token_kl(
     return results
 
 
-def _logits(model, batch, device) -> torch.Tensor:
-    return model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+def _target_logits(model, batch, mask, device) -> torch.Tensor:
+    """Return the logits at the target positions of every row, in row order: shape (targets, vocab)."""
+    batch = {key: value.to(device) for key, value in batch.items()}
+    logits, offset = target_logits(model, batch, mask.to(device), None, device)
+    return logits[:, :-1][mask[:, offset:].to(device)]
 
 
 def _position_kl(logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:

@@ -5,9 +5,9 @@ fine-tuning) scores the same tokenised pairs as the evaluated model. Its
 per-item ``avg_loss`` values are stored under
 ``<cache_dir>/mia_reference/<split>-<key>.json``, where ``key`` hashes the
 model's identity (a local folder's absolute path with the names, sizes and
-modification times of its files, or a Hub id) and the token ids scored. So a
-reference is scored once per split and evaluation settings, and a model saved
-again at the same path is scored anew.
+modification times of its files, or a Hub id), the autocast settings and the
+token ids scored. So a reference is scored once per split and evaluation
+settings, and a model saved again at the same path is scored anew.
 """
 
 from __future__ import annotations
@@ -88,6 +88,10 @@ class ReferenceLosses:
     def _key(self, examples: Sequence[dict]) -> str:
         digest = hashlib.sha256()
         digest.update(json.dumps(_model_identity(self.model_path)).encode())
+        # Losses under bfloat16 autocast (eval.tofu.bf16) differ from float32 ones, so they are cached apart.
+        autocast = [(device, torch.is_autocast_enabled(device), str(torch.get_autocast_dtype(device)))
+                    for device in ("cpu", "cuda")]
+        digest.update(json.dumps(autocast).encode())
         for example in examples:
             digest.update(json.dumps([example["input_ids"], example["labels"]]).encode())
         return digest.hexdigest()[:16]

@@ -104,6 +104,10 @@ class Scorer:
             self._grad_norms.update(zip(missing, norms))
         return [self._grad_norms[key] for key in keys]
 
+    def counts(self) -> dict[str, int]:
+        """Return how many distinct pairs were scored, questions answered and gradient norms taken."""
+        return {"scored": len(self._scores), "generated": len(self._generations), "gradients": len(self._grad_norms)}
+
     @contextmanager
     def _timed(self, phase: str):
         started = time.perf_counter()

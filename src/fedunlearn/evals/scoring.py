@@ -11,6 +11,7 @@ metrics are all functions of these arrays.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +79,8 @@ def score_examples(
     The model runs under ``torch.no_grad()`` in eval mode on its own device and
     goes back to train mode afterwards if it was training. ``autocast_dtype``
     (for example ``torch.bfloat16``) runs the forward pass under
-    ``torch.autocast``. The statistics are always computed in float32.
+    ``torch.autocast``; without it, the caller's autocast context applies.
+    The statistics are always computed in float32.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -158,13 +160,34 @@ def pad_token_id(tokenizer) -> int:
     return pad
 
 
+def target_logits(model, batch, mask, autocast_dtype, device) -> tuple[torch.Tensor, int]:
+    """Run ``model`` on a right-padded batch and return ``(logits, offset)``, where ``logits[:, j]`` is position ``offset + j``.
+
+    Only positions from the earliest target position of the batch (``mask`` is
+    True at the targets, shifted by one) get logits, through transformers'
+    ``logits_to_keep``: the output layer then skips most prompt positions. A
+    model whose forward lacks ``logits_to_keep`` gets logits at every position.
+    ``autocast_dtype`` runs the forward pass under ``torch.autocast``.
+    """
+    width = batch["input_ids"].shape[1]
+    first_target = int(mask.any(dim=0).float().argmax())
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    # Without autocast_dtype, an autocast context of the caller (eval.tofu.bf16) stays in effect.
+    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
+    with autocast:
+        try:
+            logits = model(**inputs, logits_to_keep=width - first_target).logits
+        except TypeError:
+            logits = model(**inputs).logits
+    return logits, width - logits.shape[1]
+
+
 def _batch_scores(model, batch, autocast_dtype, device) -> list[SequenceScores]:
-    with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     # Position t predicts token t + 1, so drop the last logit and the first label.
     targets = batch["labels"][:, 1:]
     mask = targets != IGNORE_INDEX
-    selected_logits = logits[:, :-1, :][mask]  # (target positions of all rows in row order, vocab)
+    logits, offset = target_logits(model, batch, mask, autocast_dtype, device)
+    selected_logits = logits[:, :-1, :][mask[:, offset:]]  # (target positions of all rows in row order, vocab)
     selected_targets = targets[mask]
 
     columns: dict[str, list[torch.Tensor]] = {"logprob": [], "match": [], "mean": [], "var": []}
