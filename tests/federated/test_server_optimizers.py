@@ -175,3 +175,10 @@ def test_unknown_key_lists_valid_ones():
                r"valid keys are \['eta', 'beta_1', 'beta_2', 'tau'\]"
     with pytest.raises(ValueError, match=expected):
         build_aggregator("FedAdam", lr=0.1)
+
+
+def test_lora_defaults():
+    # Sized for LoRA adapters (per-coordinate updates near 1e-3), not Flower's eta = 0.1.
+    assert (FedAdam().eta, FedYogi().eta, FedAdagrad().eta) == (1e-2, 1e-2, 3e-3)
+    assert (FedAdam().beta_1, FedAdam().beta_2, FedAdam().tau) == (0.9, 0.99, 1e-3)
+    assert (FedAvgM().server_learning_rate, FedAvgM().server_momentum) == (1.0, 0.5)
