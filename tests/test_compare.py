@@ -12,14 +12,14 @@ from fedunlearn.trainers.compare import Cell, comparison_rows, grid_cells, markd
 
 
 def compare_overrides(model_path, data_dir, output_dir) -> list[str]:
-    """The tiny Llama on 5 TOFU authors: 2 fine-tuning rounds, 1 step per client round, 2 items per evaluation set."""
+    """The tiny Llama on 5 TOFU authors: 1 fine-tuning round, 1 step per client round, 1 item per evaluation set."""
     return [
         f"model.model_args.pretrained_model_name_or_path={model_path}", f"data_dir={data_dir}",
         f"paths.output_dir={output_dir}", "data.max_length=128",
-        "finetune.method_args.global_rounds=2", "finetune.args.max_steps=1", "unlearn.args.max_steps=1",
+        "finetune.method_args.global_rounds=1", "finetune.args.max_steps=1", "unlearn.args.max_steps=1",
         "finetune.args.per_device_train_batch_size=4", "unlearn.args.per_device_train_batch_size=4",
         "finetune.args.bf16=false", "unlearn.args.bf16=false", "eval.tofu.bf16=false",
-        "eval.tofu.max_samples=2", "eval.tofu.generation.max_new_tokens=4",
+        "eval.tofu.max_samples=1", "eval.tofu.generation.max_new_tokens=4",
         "compare.methods=[GradAscent]", "compare.protocols=[local,subtract]",
     ]
 
@@ -51,9 +51,10 @@ def test_table_matches_summaries_and_costs(compared):
     assert rows["subtract"]["model_utility"] == subtract["model_utility"]
     assert rows["subtract"]["forget_quality"] is not None
     assert rows["retrain"]["forget_quality"] is None  # the reference itself
-    # Retraining runs 2 rounds of 3 clients x 1 step; subtract one recovery round of 3 clients x 1 step.
-    assert rows["retrain"]["client_steps"] == 6
-    assert rows["subtract"]["steps_vs_retrain"] == pytest.approx(3 / 6)
+    # Retraining runs 1 round of 3 clients x 1 step, as does subtract's recovery round.
+    assert rows["retrain"]["client_steps"] == 3
+    assert rows["subtract"]["client_steps"] == 3
+    assert rows["subtract"]["steps_vs_retrain"] == 1.0
     assert rows["subtract"]["wall_vs_retrain"] == pytest.approx(costs["subtract"]["wall_seconds"] /
                                                                 costs["retrain"]["wall_seconds"])
     assert rows["retrain"]["steps_vs_retrain"] == 1.0
@@ -67,7 +68,7 @@ def test_markdown_and_csv_agree(compared):
     assert markdown[0].startswith("| model | protocol | method | exact | forget_quality |")
     assert len(markdown) == 2 + len(table) == 6
     assert [r["model"] for r in table] == ["finetune", "retrain", "local-GradAscent", "subtract"]
-    assert float(table[3]["steps_vs_retrain"]) == 0.5
+    assert float(table[3]["steps_vs_retrain"]) == 1.0
     assert "| subtract | subtract | - | no |" in markdown[5]
 
 
@@ -124,3 +125,10 @@ def test_rows_by_hand():
     table = markdown_table(rows).splitlines()
     assert table[2] == "| finetune | - | - | - | 0.0100 | 0.4000 | 0.7000 | n/a | - | - | - | - | - |"
     assert table[4] == "| pga-GradAscent | pga | GradAscent | no | 0.5000 | 0.3000 | 0.1000 | n/a | 10 | 0.25x | 50.0 | 0.25x | 0.5 |"
+
+
+def test_cfg_job_composes_cpu_preset(capsys):
+    assert run_cli("compare", "--cfg", "job") == 0
+    out = capsys.readouterr().out
+    assert "protocols:\n  - local\n  - retrain\n  - federaser\n  - subtract\n  - pga\n  - sharded" in out
+    assert "max_samples: 10" in out

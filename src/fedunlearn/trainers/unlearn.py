@@ -59,6 +59,11 @@ FEDERATED_KEYS = {
 def federated_unlearn(cfg: DictConfig, output_dir: Path) -> Path:
     """Serve the unlearning request with ``trainer.method_args.protocol`` and save the unlearned model to ``output_dir``."""
     if runtime_is_flower(cfg):
+        protocol_name = cfg.trainer.method_args.get("protocol") or "local"
+        if protocol_name != "local":
+            # TODO: run the other protocols' client training on Flower SuperNodes too.
+            raise ValueError(f"protocol={protocol_name} runs in this process only: set runtime=inprocess, "
+                             "or use protocol=local with Flower")
         from fedunlearn.federated.runtime.flower.launcher import launch_flower_run
 
         return launch_flower_run(cfg, output_dir)

@@ -79,27 +79,47 @@ def test_projection_outside_ball_by_hand():
     assert projection.projections == 1
 
 
-def test_random_adapters_are_fresh_lora(tiny_llama_path):
+def tiny_lora(path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from fedunlearn.federated.state import get_trainable_state
-
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_path),
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(path),
                            LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.fill_(0.5)
-    before = get_trainable_state(model)
+    return model
+
+
+def lora_weights(model):
+    return {name: p.detach().clone() for name, p in model.named_parameters() if "lora_" in name}
+
+
+def test_random_adapters_are_fresh_lora(tiny_llama_path):
+    model = tiny_lora(tiny_llama_path)
+    before = lora_weights(model)
 
     first, second = random_adapter_states(model, 2, seed=0)
+    again = random_adapter_states(model, 1, seed=0)[0]
 
-    assert all(torch.equal(value, get_trainable_state(model)[name]) for name, value in before.items())
+    assert all(torch.equal(value, lora_weights(model)[name]) for name, value in before.items())
     assert all(torch.equal(value, torch.zeros_like(value)) for name, value in first.items() if "lora_B" in name)
     assert squared_distance(first, second) > 0
-    assert random_adapter_states(model, 1, seed=0)[0].keys() == first.keys()
-    assert all(torch.equal(first[n], random_adapter_states(model, 1, seed=0)[0][n]) for n in first)
+    assert all(torch.equal(first[name], again[name]) for name in first)
+
+
+def test_random_adapters_keep_frozen_lora_a(tiny_llama_path):
+    model = tiny_lora(tiny_llama_path)
+    for name, param in model.named_parameters():
+        if "lora_A" in name:
+            param.requires_grad_(False)
+    before = lora_weights(model)
+
+    (state,) = random_adapter_states(model, 1, seed=3)
+
+    assert all("lora_B" in name for name in state)
+    assert all(torch.equal(value, lora_weights(model)[name]) for name, value in before.items())
 
 
 @pytest.fixture(scope="module")

@@ -62,6 +62,7 @@ def test_other_models_are_no_federation(tiny_llama_path):
     (["trainer.method_args.protocol=local", "trainer.method_args.request=client"],
      "GradDiff needs retained data on the requesting client"),
     (["data.max_authors=2"], "data.max_authors=2 differs from the fine-tuned federation's 3"),
+    (["runtime=flower", "trainer.method_args.protocol=retrain"], "protocol=retrain runs in this process only"),
 ])
 def test_bad_settings_fail_cleanly(overrides, message, finetuned, tofu_data_dir, tmp_path, capsys):
     code = unlearn(finetuned, tofu_data_dir, tmp_path / "out", *overrides)

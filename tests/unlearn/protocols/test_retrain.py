@@ -46,13 +46,3 @@ def test_retrain_summary_counts_cost(retrained, finetuned):
     assert result["forget_records"] == 40
     assert [r["num_examples"] for r in rounds] == [{"0": 20, "1": 20, "2": 20}] * 2
 
-
-def test_client_request_retrains_without_client(finetuned, tofu_data_dir, tmp_path):
-    output_dir = tmp_path / "client"
-    assert unlearn(finetuned, tofu_data_dir, output_dir, "trainer.method_args.protocol=retrain",
-                   "trainer.method_args.request=client") == 0
-
-    result = summary(output_dir)
-    assert result["request"] == "client"
-    assert result["forget_records"] == 60
-    assert [r["participants"] for r in result["rounds"][1:]] == [[1, 2], [1, 2]]

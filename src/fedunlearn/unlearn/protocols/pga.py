@@ -78,6 +78,8 @@ def random_adapter_states(model: torch.nn.Module, count: int, seed: int) -> list
 
     Each adapter is initialised by PEFT's ``reset_lora_parameters`` with the
     adapter's ``init_lora_weights`` setting, drawing from seed ``seed + i``.
+    Every LoRA weight is restored afterwards, frozen ones too (``lora_A``
+    under FFA-LoRA).
     """
     from peft.tuners.lora import LoraLayer
 
@@ -85,7 +87,8 @@ def random_adapter_states(model: torch.nn.Module, count: int, seed: int) -> list
     if not layers:
         raise ValueError("pga_radius=null measures the distance to random LoRA adapters, but the model has no LoRA "
                          "layers: set trainer.method_args.pga_radius")
-    saved = get_trainable_state(model)
+    lora_weights = {name: p for name, p in model.named_parameters() if "lora_" in name}
+    saved = {name: p.detach().clone() for name, p in lora_weights.items()}
     states = []
     with torch.random.fork_rng(devices=[]):
         for i in range(count):
@@ -94,7 +97,8 @@ def random_adapter_states(model: torch.nn.Module, count: int, seed: int) -> list
                 for adapter in layer.lora_A:
                     layer.reset_lora_parameters(adapter, model.peft_config[adapter].init_lora_weights)
             states.append(get_trainable_state(model))
-    load_trainable_state(model, saved)
+    for name, param in lora_weights.items():
+        param.copy_(saved[name])
     return states
 
 
