@@ -206,9 +206,12 @@ def summary_rows(result: Mapping[str, Any]) -> list[str]:
         for set_name in ("forget", "retain"):
             if set_name in entry:
                 values = entry[set_name]
-                kl = "n/a" if values["kl_to_retrain"] is None else f"{values['kl_to_retrain']:.4f}"
-                rows.append(f"| {client_id} | {set_name} | {values['num_records']} | {values['Q_A_Prob']:.4f} | "
-                            f"{values['Q_A_ROUGE']:.4f} | {values['mia_loss']:.4f} | {kl} |")
-    rows.append(f"| holdout | never seen | {result['holdout']['num_records']} | {result['holdout']['Q_A_Prob']:.4f} "
-                "| | | |")
+                cells = [_format(values[key]) for key in ("Q_A_Prob", "Q_A_ROUGE", "mia_loss", "kl_to_retrain")]
+                rows.append(f"| {client_id} | {set_name} | {values['num_records']} | " + " | ".join(cells) + " |")
+    holdout = result["holdout"]
+    rows.append(f"| holdout | never seen | {holdout['num_records']} | {_format(holdout['Q_A_Prob'])} | | | |")
     return rows
+
+
+def _format(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
