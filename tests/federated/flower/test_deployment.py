@@ -1,8 +1,8 @@
 """runtime=flower end to end: a real SuperLink and SuperNodes on 127.0.0.1, runs launched with fedunlearn train.
 
 Each test compares the global adapter with the in-process run of the same
-config and seed. The module's insecure deployment serves the fine-tuning test,
-then the dropped-client test, which kills one of its SuperNodes.
+config and seed. The module's insecure deployment serves the SCAFFOLD
+fine-tuning test, then the dropped-client test, which kills one of its SuperNodes.
 """
 
 from __future__ import annotations
@@ -61,10 +61,12 @@ def insecure(tmp_path_factory, flwr_home, tiny_llama_path, tofu_data_dir):
         deployment.stop()
 
 
-def test_insecure_finetune_matches_inprocess(insecure, tmp_path, tiny_llama_path, tofu_data_dir):
+def test_insecure_scaffold_matches_inprocess(insecure, tmp_path, tiny_llama_path, tofu_data_dir):
+    # SCAFFOLD: the server control variate travels with the round, and each client's control
+    # variate is kept by the server and sent back to its client in round 2.
     inprocess = tmp_path / "inprocess"
     flower = tmp_path / "flower"
-    config = ["train", "--config-name=train-lora.yaml"]
+    config = ["train", "--config-name=train-lora.yaml", "trainer.method_args.aggregation_strategy=SCAFFOLD"]
     assert run_cli(*config, *tiny_run(tiny_llama_path, tofu_data_dir, inprocess, num_clients=3)) == 0
 
     assert run_cli(*config, *tiny_run(tiny_llama_path, tofu_data_dir, flower, num_clients=3),

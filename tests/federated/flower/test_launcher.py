@@ -78,7 +78,7 @@ def test_run_config_without_fedunlearn():
         read_run_config({"fedunlearn-config": ""})
 
 
-@pytest.mark.flower  # flwr run retries the connection before it fails: about 20 s on 2 CPU cores
+@pytest.mark.flower  # flwr run retries the connection before it fails: 5 to 20 s on 2 CPU cores
 def test_superlink_down(flwr_home, tmp_path, capsys, tofu_data_dir):
     overrides = tiny_run("unused-model", tofu_data_dir, tmp_path / "out", num_clients=2)
 

@@ -8,10 +8,10 @@ to the selected clients' nodes and collects the replies.
 Replies are collected with ``push_messages`` and a ``pull_messages`` loop
 instead of ``Grid.send_and_receive``, which sleeps 3 s between pulls in
 flwr 1.42; here the poll interval is ``poll_interval`` (0.5 s by default).
-A round ends when every selected client has replied, failed (the SuperLink or
-the ClientApp returned an error), or when ``round_timeout`` has passed; the
-clients that did not reply are logged and left out of the returned list, so
-the server aggregates the others (it decides whether enough replied).
+A round ends when every selected client has replied or failed (the SuperLink
+or the ClientApp returned an error), or when ``round_timeout`` has passed. The
+clients without a reply are logged and left out of the returned list, so the
+server aggregates the others; the server decides whether enough replied.
 """
 
 from __future__ import annotations
@@ -73,11 +73,14 @@ class FlowerRuntime:
             time.sleep(self.poll_interval)
             node_ids = sorted(self.grid.get_node_ids())
 
-        query = RecordDict({"query": ConfigRecord({"fields": ["client-id", "num-records"]})})
+        query = RecordDict({"query": ConfigRecord({"request": "client-info"})})
         messages = [Message(query, dst_node_id=node, message_type=QUERY, group_id="connect") for node in node_ids]
         replies, missing = self._exchange(messages, node_ids, self.connect_timeout, "SuperNode {}")
+        if missing and len(replies) < self.num_nodes:
+            raise RuntimeError(f"SuperNodes {missing} did not report which client they serve, and only "
+                               f"{len(replies)} of {self.num_nodes} did: see the warnings above and their logs")
         if missing:
-            raise TimeoutError(f"SuperNodes {missing} did not say which client they serve: see their logs")
+            log.warning("SuperNodes %s did not report which client they serve: they take no part in this run", missing)
         for node, reply in replies.items():
             info = {**reply.content.config_records["client"], **reply.content.metric_records["metrics"]}
             client_id = int(info["client-id"])
@@ -99,7 +102,7 @@ class FlowerRuntime:
 
     def train(self, server_round: int, global_state: dict, client_ids: list[int], config: dict) -> list[ClientUpdate]:
         """Send the round to the clients' SuperNodes and return the replies that arrived, by client id."""
-        global_record = state_record(global_state)  # one object for every message: the SuperLink stores it once
+        global_record = state_record(global_state)  # built once: every message of the round refers to it
         messages = []
         for client_id in client_ids:
             content = round_content(server_round, global_record, config, self.client_states.get(client_id, {}))
