@@ -98,7 +98,7 @@ def test_dropped_supernode_round_completes(insecure, tmp_path, tiny_llama_path, 
     killer.start()
     code = run_cli("train", "--config-name=train-lora.yaml",
                    *tiny_run(tiny_llama_path, tofu_data_dir, output_dir, num_clients=3),
-                   *flower_overrides(insecure), "flower.round_timeout=60", "trainer.method_args.min_fit_clients=2")
+                   *flower_overrides(insecure), "flower.round_timeout=90", "trainer.method_args.min_fit_clients=2")
     killer.join(timeout=5)
 
     assert code == 0
