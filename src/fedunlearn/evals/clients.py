@@ -214,4 +214,4 @@ def summary_rows(result: Mapping[str, Any]) -> list[str]:
 
 
 def _format(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
+    return "n/a" if value is None else f"{value:.4f}"
