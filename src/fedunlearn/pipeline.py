@@ -31,7 +31,8 @@ from fedunlearn.utils.io import write_json, write_text
 
 log = logging.getLogger(__name__)
 
-TABLE_METRICS = ("forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio", "forget_quality", "model_utility")
+TABLE_METRICS = ("forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio", "forget_quality", "model_utility",
+                 "privleak")
 MODELS = ("finetune", "retain", "unlearn")
 
 
@@ -69,6 +70,8 @@ def run_pipeline(cfg: DictConfig, root: Path) -> dict:
             log.info("Evaluating %s", name)
             eval_cfg = stage_config(cfg, None, model_path=root / name,
                                     retain_logs_path=str(retain_logs) if name != "retain" else None)
+            if name != "retain":  # per-client kl_to_retrain compares with the retain reference
+                eval_cfg.eval.tofu.retrain_model_path = str(root / "retain")
             tofu_eval(eval_cfg, folder)
         summaries[name] = json.loads((folder / "TOFU_SUMMARY.json").read_text())
 
