@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import torch
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -171,8 +172,13 @@ def _signal(member: psutil.Process, send) -> None:
 
 
 def deployment_env(flwr_home: Path) -> dict[str, str]:
-    """Return the environment of the test's Flower processes: quiet, offline, one thread."""
-    return {**flower_env(), "FLWR_HOME": str(flwr_home), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+    """Return the environment of the test's Flower processes: quiet, offline, and as many threads as this one.
+
+    The ClientApps must use the thread count of the in-process run they are compared with, because
+    CPU kernels split their sums by thread and the adapters would then differ in the last bits.
+    """
+    threads = str(torch.get_num_threads())
+    return {**flower_env(), "FLWR_HOME": str(flwr_home), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
             "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
 
 
