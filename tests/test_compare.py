@@ -120,7 +120,7 @@ def test_rows_by_hand():
     assert rows[2]["steps_vs_retrain"] == 0.25
     assert rows[2]["wall_vs_retrain"] == 0.25
     assert rows[2]["MB_sent"] == 0.5
-    assert rows[1]["privleak"] == 1.5
+    assert rows[1]["privleak"] is None  # measured against the retrain model itself
     assert rows[2]["privleak"] is None
     table = markdown_table(rows).splitlines()
     assert table[2] == "| finetune | - | - | - | 0.0100 | 0.4000 | 0.7000 | n/a | - | - | - | - | - |"

@@ -48,6 +48,8 @@ METRICS = ("forget_quality", "model_utility", "forget_Q_A_Prob", "privleak")
 COLUMNS = ("model", "protocol", "method", "exact", *METRICS, "client_steps", "steps_vs_retrain", "wall_seconds",
            "wall_vs_retrain", "MB_sent")
 EXACT = {"retrain": "yes", "sharded": "yes (sharded model)"}
+# Metrics measured against the retain model's logs: the retrain row, the reference itself, has none.
+REFERENCE_METRICS = ("forget_quality", "privleak")
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,9 @@ def comparison_rows(cells: list[Cell], summaries: dict[str, dict], costs: dict[s
     """Return the table's rows: the fine-tuned models, then every cell with its cost relative to ``retrain``.
 
     ``steps_vs_retrain`` and ``wall_vs_retrain`` divide a cell's client
-    training steps and wall seconds by those of the ``retrain`` cell.
+    training steps and wall seconds by those of the ``retrain`` cell. The
+    ``retrain`` row leaves out ``forget_quality`` and ``privleak``, which
+    compare a model with it.
     """
     reference = costs["retrain"]
     rows = [{"model": name, "protocol": None, "method": None, "exact": None,
@@ -162,6 +166,7 @@ def comparison_rows(cells: list[Cell], summaries: dict[str, dict], costs: dict[s
         rows.append({
             "model": cell.name, "protocol": cell.protocol, "method": cell.method, "exact": EXACT.get(cell.protocol, "no"),
             **{m: summaries[cell.name].get(m) for m in METRICS},
+            **({m: None for m in REFERENCE_METRICS} if cell.protocol == "retrain" else {}),
             "client_steps": cost["client_steps"],
             "steps_vs_retrain": _ratio(cost["client_steps"], reference["client_steps"]),
             "wall_seconds": cost["wall_seconds"],
