@@ -11,7 +11,7 @@ A runtime has two methods::
         the clients that can take part
     train(server_round, global_state, client_ids, config) -> list[ClientUpdate]
         run one round on those clients and return the replies that arrived;
-        a client that failed or did not answer is missing from the list
+        a client that failed or did not reply is missing from the list
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``runtime=inprocess``: every client trains in this process, one after another, on one model.
 
-All clients share the frozen base model; before a client trains, its round
+All clients share the frozen base model. Before a client trains, its round
 loads the global state into the trainable parameters, so only the adapter
 (and, while a client trains, its optimizer) exists per client. Each client's
 ``client_state`` (SCAFFOLD's control variate) lives in this runtime; the server
