@@ -56,6 +56,7 @@ from fedunlearn.evals.metrics.mia import DEFAULT_K, auc, min_k_score
 from fedunlearn.evals.metrics.muse_rouge import cut_at_stop_strings, rouge_l_f1
 from fedunlearn.evals.metrics.privleak import privleak, reference_auc_from_logs
 from fedunlearn.evals.scoring import pad_token_id, score_examples
+from fedunlearn.evals.selection import select_metrics
 from fedunlearn.utils.io import write_json
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,8 @@ def evaluate_muse(
             file that is not valid JSON or has no ``mia_min_k`` value.
         FileNotFoundError: ``retain_logs_path`` is set but does not exist.
     """
-    selected = _resolve_metrics(metrics)
+    selected = select_metrics(metrics, order=METRICS, defaults=DEFAULT_METRICS, prerequisites=PREREQUISITES,
+                              benchmark="MUSE")
     if settings.max_samples is not None and settings.max_samples < 1:
         raise ValueError(f"max_samples must be a positive number of items or None, got {settings.max_samples}")
     if not 0 < settings.privleak_k <= 1:
@@ -168,21 +170,6 @@ def evaluate_muse(
     return summary
 
 
-def _resolve_metrics(metrics: Iterable[str] | None) -> list[str]:
-    """Return the requested metrics and their prerequisites in computation order."""
-    if metrics is None:
-        requested = list(DEFAULT_METRICS)
-    elif isinstance(metrics, str):
-        requested = [metrics]
-    else:
-        requested = list(metrics)
-    unknown = [name for name in requested if name not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown MUSE metric(s) {unknown}: valid names are {list(METRICS)}")
-    needed = set(requested)
-    for name in requested:
-        needed.update(PREREQUISITES.get(name, ()))
-    return [name for name in METRICS if name in needed]
 
 
 def _read_logs(path: Path, what: str) -> dict:

@@ -40,6 +40,7 @@ import numpy as np
 
 from fedunlearn.evals.metrics.model_utility import MODEL_UTILITY_COMPONENTS
 from fedunlearn.evals.metrics.truth_ratio import closer_to_1_better, true_better
+from fedunlearn.evals.selection import select_metrics
 
 FORGET_SPLIT = "{forget}_perturbed"
 HOLDOUT_SPLIT = "{holdout}"
@@ -115,20 +116,6 @@ DEFAULT_METRICS = tuple(name for name in METRICS if name != "mia_reference")
 
 def resolve_metrics(metrics: Iterable[str] | None) -> list[str]:
     """Return the requested metrics (default ``DEFAULT_METRICS``) and their prerequisites in computation order."""
-    if metrics is None:
-        requested = list(DEFAULT_METRICS)
-    elif isinstance(metrics, str):
-        requested = [metrics]
-    else:
-        requested = list(metrics)
-    unknown = [name for name in requested if name not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown TOFU metric(s) {unknown}: valid names are {list(METRICS)}")
-    needed: set[str] = set()
-    pending = list(requested)
-    while pending:
-        name = pending.pop()
-        if name not in needed:
-            needed.add(name)
-            pending.extend(METRICS[name].prerequisites)
-    return [name for name in METRICS if name in needed]
+    prerequisites = {name: spec.prerequisites for name, spec in METRICS.items()}
+    return select_metrics(metrics, order=list(METRICS), defaults=DEFAULT_METRICS, prerequisites=prerequisites,
+                          benchmark="TOFU")
